@@ -1,0 +1,416 @@
+"""Labelled images in, uint8 arrays and a plain-language report out.
+
+``load(source)`` reads a folder with one sub-folder per class, a ``.zip`` of one, an upload
+list of ``(relative path, bytes)`` pairs, or ``"sample"`` (see :mod:`engine.sources` for the
+layout rule and :mod:`engine.decode` for how each file is decoded). Every image is resized
+to a square of ``image_size`` pixels *ignoring its aspect ratio* ("squash"). The decoded
+arrays are cached on disk, keyed by a hash of the files' contents and the options, so a
+second load of the same data only reads and hashes the files.
+
+Unusable data (nothing there, no images, a single class, a bad zip) raises
+:class:`engine.errors.SproutError` with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import PIL
+from PIL import Image
+
+from engine import paths, sources
+from engine.decode import (
+    ImageError, check_channels, check_size, choose_image_size, decode_image, decode_native,
+    map_images, probe, quiet_pillow, to_channels,
+)
+from engine.errors import SproutError
+from engine.sources import Limits, extract_zip, save_upload
+
+__all__ = [
+    "SkippedFile", "DataReport", "Dataset", "Split", "Limits", "load", "inspect",
+    "load_sample", "save_upload", "extract_zip", "decode_image",
+]
+
+CACHE_VERSION = 1
+FEW_IMAGES = 10            # warn about classes with fewer images than this
+IMBALANCE = 10.0           # warn when the largest class is this many times the smallest
+MAX_DUPLICATE_WARNINGS = 10
+KEEP_BYTES = 512 * 1024**2  # file bytes kept in memory between hashing and decoding
+SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation"}
+
+
+@dataclass
+class SkippedFile:
+    """A file that is not used, and why, in plain words."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class DataReport:
+    """What was found in a source: classes, counts, sizes, skipped files and warnings.
+
+    ``resize`` is always "squash": images are resized to an ``image_size`` square ignoring
+    their aspect ratio. ``size_stats`` holds min/median/max of the originals' width and
+    height (as displayed, after EXIF orientation).
+    """
+
+    classes: list[str]
+    counts: dict[str, int]
+    n_images: int
+    image_size: int
+    channels: int
+    resize: str
+    size_stats: dict
+    skipped: list[SkippedFile]
+    warnings: list[str]
+    source: str
+    content_hash: str
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict of every field (skipped files as {"path", "reason"} dicts)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DataReport":
+        """The report that :meth:`to_dict` described."""
+        return cls(**{**d, "skipped": [SkippedFile(**s) for s in d["skipped"]]})
+
+
+@dataclass
+class Split:
+    """Index arrays into a Dataset: stratified, disjoint, deterministic for a seed."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+@dataclass
+class Dataset:
+    """Decoded images: uint8 (N, S, S, C), int32 labels, class names and relative paths."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    paths: list[str]
+    report: DataReport = field(repr=False)
+
+    def split(self, test: float = 0.15, val: float = 0.15, seed: int = 0) -> Split:
+        """Stratified train/val/test indices; see :func:`stratified_split`."""
+        return stratified_split(self.labels, test=test, val=val, seed=seed)
+
+
+# ---------------------------------------------------------------------------- public API
+
+
+def load(source, image_size: int | None = None, channels: str | int = "auto", cache_dir=None,
+         *, limits: Limits | None = None) -> Dataset:
+    """Decode every usable image of ``source`` into a :class:`Dataset` (cached on disk).
+
+    ``image_size``: side of the square input; default: the median image's side (the square
+    root of its pixel count), clipped to [16, 64]. ``channels``: 1, 3 or "auto" (1 when every
+    image is greyscale, else 3). ``cache_dir``: default ``engine.paths.cache_dir()``.
+    ``limits``: most files / uncompressed bytes accepted (defaults: 100,000 and 2 GiB).
+    """
+    size_req, channels_req = check_size(image_size), check_channels(channels)
+    if isinstance(source, str) and source == "sample":
+        from engine.sample import load_sample as _sample
+        return _sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
+    with sources.open_source(source, limits) as listing:
+        files, skipped = _plan(listing)
+        blobs, digests = _read_all(files, skipped)
+        content_hash = _content_hash(files, digests, skipped)
+        cache_file = _cache_file(cache_dir, content_hash, size_req, channels_req)
+        dataset = _read_cache(cache_file)
+        if dataset is None:
+            dataset = _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash)
+            _write_cache(cache_file, dataset)
+    dataset.report.source = listing.description
+    return dataset
+
+
+def inspect(source, image_size=None, channels="auto", cache_dir=None, *, limits: Limits | None = None) -> DataReport:
+    """The :class:`DataReport` of ``source`` (decodes, or reuses the cache, like :func:`load`)."""
+    return load(source, image_size=image_size, channels=channels, cache_dir=cache_dir, limits=limits).report
+
+
+def load_sample(image_size: int = 32, channels: int = 1) -> Dataset:
+    """The built-in sample: scikit-learn's handwritten digits, 10 classes, upscaled."""
+    from engine.sample import load_sample as _sample
+    return _sample(image_size=image_size, channels=channels)
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _File:
+    path: str          # relative to the data root
+    label: str
+    entry: sources.Entry
+
+
+def _plan(listing: sources.Listing) -> tuple[list[_File], list[SkippedFile]]:
+    """Sort a listing into candidate image files (with their class) and skipped files.
+
+    Paths become relative to the data root; things above it keep their source path.
+    """
+    prefix = sources.find_data_root([e.path for e in listing.entries])
+
+    def shown(path: str) -> str:
+        return path[len(prefix):] if path.startswith(prefix) else path
+
+    skipped = [SkippedFile(shown(p), r) for p, r in listing.skipped]
+    seen_junk: set[str] = set()
+    files = []
+    for entry in listing.entries:
+        junk = sources.junk_reason(entry.path)
+        label = sources.class_of(entry.path, prefix)
+        rel, ext = shown(entry.path), os.path.splitext(entry.path)[1].lower()
+        if junk:
+            if shown(junk[0]) not in seen_junk:
+                seen_junk.add(shown(junk[0]))
+                skipped.append(SkippedFile(shown(junk[0]), junk[1]))
+        elif label is None:
+            skipped.append(SkippedFile(rel, sources.NOT_IN_CLASS))
+        elif ext and not sources.looks_like_image(rel):
+            skipped.append(SkippedFile(rel, f"not an image ({ext} file)"))
+        else:
+            files.append(_File(rel, label, entry))
+    files.sort(key=lambda f: (f.label, f.path))
+    return files, skipped
+
+
+def _read_all(files: list[_File], skipped: list[SkippedFile]) -> tuple[list[bytes | None], list[str]]:
+    """Read and hash every file; unreadable ones move to ``skipped``.
+
+    Returns the bytes (None once KEEP_BYTES were kept: those are read again to decode) and
+    the SHA-256 of each file, aligned with ``files`` (which loses the unreadable ones).
+    """
+    blobs, digests, kept, ok = [], [], 0, []
+    for f in files:
+        try:
+            data = f.entry.read()
+        except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as exc:
+            skipped.append(SkippedFile(f.path, f"cannot be read ({getattr(exc, 'strerror', None) or exc})"))
+            continue
+        ok.append(f)
+        digests.append(hashlib.sha256(data).hexdigest())
+        kept += len(data)
+        blobs.append(data if kept <= KEEP_BYTES else None)
+    files[:] = ok
+    return blobs, digests
+
+
+def _content_hash(files: list[_File], digests: list[str], skipped: list[SkippedFile]) -> str:
+    """SHA-256 over every file's relative path, class and content hash, and the skip list."""
+    h = hashlib.sha256()
+    for f, digest in zip(files, digests):
+        h.update(f"{f.path}\0{f.label}\0{digest}\n".encode())
+    for s in sorted(skipped, key=lambda s: (s.path, s.reason)):
+        h.update(f"skip\0{s.path}\0{s.reason}\n".encode())
+    return h.hexdigest()
+
+
+def _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash) -> Dataset:
+    """Decode and stack the candidate files (after a header-only pass to choose the size)."""
+    def data_of(i: int) -> bytes:
+        return blobs[i] if blobs[i] is not None else files[i].entry.read()
+
+    def keep(results: list, indices: list[int]) -> list[int]:
+        for i, r in zip(indices, results):
+            if isinstance(r, ImageError):
+                skipped.append(SkippedFile(files[i].path, r.reason))
+        return [i for i, r in zip(indices, results) if not isinstance(r, ImageError)]
+
+    mean_bytes = sum(f.entry.size for f in files) / max(len(files), 1)
+    todo = list(range(len(files)))
+    with quiet_pillow():
+        if size_req is None:  # the median of sqrt(w*h) does not depend on EXIF orientation
+            probed = map_images(lambda i: probe(data_of(i)), todo, mean_bytes)
+            todo = keep(probed, todo)
+            size = choose_image_size([probed[i] for i in todo])
+        else:
+            size = size_req
+        decoded = map_images(lambda i: decode_native(data_of(i), size), todo, mean_bytes)
+    results = dict(zip(todo, decoded))
+    used = keep(decoded, todo)
+    if not used:
+        raise SproutError(_no_images_message(skipped))
+    class_names = sorted({files[i].label for i in used})
+    if len(class_names) < 2:
+        raise SproutError(
+            f"only one class was found ('{class_names[0]}'); put the images in at least two "
+            "class folders (one sub-folder per class)"
+        )
+    grey = all(results[i][0].shape[2] == 1 for i in used)
+    n_channels = channels_req if channels_req != "auto" else (1 if grey else 3)
+    images = np.empty((len(used), size, size, n_channels), np.uint8)
+    for row, i in enumerate(used):
+        images[row] = to_channels(results[i][0], n_channels)
+    index = {c: k for k, c in enumerate(class_names)}
+    labels = np.array([index[files[i].label] for i in used], dtype=np.int32)
+    rel_paths = [files[i].path for i in used]
+    report = build_report(
+        class_names, labels, rel_paths, [results[i][1] for i in used], [digests[i] for i in used],
+        skipped, size, n_channels, content_hash,
+    )
+    return Dataset(images, labels, class_names, rel_paths, report)
+
+
+def _no_images_message(skipped: list[SkippedFile]) -> str:
+    """One line saying no usable image was found, with the commonest skip reasons."""
+    if not skipped:
+        return "no images found: expected a folder with one sub-folder per class, with images inside"
+    reasons = Counter(s.reason for s in skipped).most_common(3)
+    top = "; ".join(f"{n} {r}" for r, n in reasons)
+    hint = ("; is this one class folder? Choose the folder that holds the class folders"
+            if reasons[0][0] == sources.NOT_IN_CLASS else "")
+    return f"no usable images found (skipped: {top}); expected one sub-folder per class with images inside{hint}"
+
+
+def build_report(class_names, labels, rel_paths, sizes, digests, skipped, size, channels, content_hash) -> DataReport:
+    """The DataReport of decoded images (their sizes, digests) and the skipped files."""
+    counts = {c: int(n) for c, n in zip(class_names, np.bincount(labels, minlength=len(class_names)))}
+    widths, heights = np.array([w for w, _ in sizes]), np.array([h for _, h in sizes])
+    stats = {
+        name: {"min": int(v.min()), "median": float(np.median(v)), "max": int(v.max())}
+        for name, v in (("width", widths), ("height", heights))
+    }
+    skipped = sorted(skipped, key=lambda s: s.path)
+    warns = count_warnings(counts) + duplicate_warnings(
+        [class_names[k] for k in labels], rel_paths, digests
+    )
+    if {c.lower() for c in class_names} <= SPLIT_NAMES:
+        warns.append(
+            f"The class folders are named {', '.join(class_names)}: these look like data splits, "
+            "not classes. Choose the folder that holds the class folders (for example 'train')."
+        )
+    stretched = int(np.sum(np.maximum(widths, heights) > 2 * np.minimum(widths, heights)))
+    if stretched:
+        warns.append(
+            f"{stretched} image(s) are more than twice as long one way as the other; images are "
+            f"resized to {size}x{size} ignoring aspect ratio, so these will look stretched."
+        )
+    if skipped:
+        warns.append(f"{len(skipped)} file(s) or folder(s) were skipped; see the list of skipped files.")
+    return DataReport(
+        classes=list(class_names), counts=counts, n_images=int(len(labels)), image_size=int(size),
+        channels=int(channels), resize="squash", size_stats=stats, skipped=skipped,
+        warnings=warns, source="", content_hash=content_hash,
+    )
+
+
+def count_warnings(counts: dict[str, int]) -> list[str]:
+    """Warnings about classes with few images and about imbalance between classes."""
+    warns = [
+        f"Class '{c}' has only {n} image{'s' if n != 1 else ''}; at least {FEW_IMAGES} per class is recommended."
+        for c, n in counts.items() if n < FEW_IMAGES
+    ]
+    big, small = max(counts, key=counts.get), min(counts, key=counts.get)
+    if counts[big] > IMBALANCE * counts[small]:
+        warns.append(
+            f"Classes are imbalanced: '{big}' has {counts[big]} images but '{small}' only "
+            f"{counts[small]} ({counts[big] / counts[small]:.0f}x fewer)."
+        )
+    return warns
+
+
+def duplicate_warnings(labels: list[str], rel_paths: list[str], digests: list[str]) -> list[str]:
+    """Warnings naming byte-identical files, within one class or across classes."""
+    groups: dict[str, list[int]] = {}
+    for i, d in enumerate(digests):
+        groups.setdefault(d, []).append(i)
+    warns = []
+    for members in sorted((g for g in groups.values() if len(g) > 1), key=lambda g: rel_paths[g[0]]):
+        names = ", ".join(rel_paths[i] for i in members)
+        classes = sorted({labels[i] for i in members})
+        if len(classes) == 1:
+            warns.append(f"Duplicate images in class '{classes[0]}': {names}.")
+        else:
+            warns.append(f"The same image is in classes {', '.join(repr(c) for c in classes)}: {names}.")
+    if len(warns) > MAX_DUPLICATE_WARNINGS:
+        more = len(warns) - MAX_DUPLICATE_WARNINGS
+        warns = warns[:MAX_DUPLICATE_WARNINGS] + [f"... and {more} more group(s) of duplicate images."]
+    return warns
+
+
+def _cache_file(cache_dir, content_hash: str, size_req, channels_req) -> Path:
+    """Where the decoded arrays for this content and these options are cached."""
+    key = f"{CACHE_VERSION}|{content_hash}|{size_req}|{channels_req}|{PIL.__version__}|{Image.MAX_IMAGE_PIXELS}"
+    name = hashlib.sha256(key.encode()).hexdigest()[:40]
+    return Path(cache_dir if cache_dir is not None else paths.cache_dir()) / f"dataset-{name}.npz"
+
+
+def _read_cache(path: Path) -> Dataset | None:
+    """The cached Dataset at ``path``, or None when absent or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return Dataset(z["images"], z["labels"], meta["class_names"], meta["paths"],
+                           DataReport.from_dict(meta["report"]))
+    except (OSError, EOFError, KeyError, ValueError, TypeError, zipfile.BadZipFile):
+        return None
+
+
+def _write_cache(path: Path, dataset: Dataset) -> None:
+    """Write ``dataset`` to ``path`` atomically (temp file + os.replace); failures are ignored."""
+    meta = {"class_names": dataset.class_names, "paths": dataset.paths, "report": dataset.report.to_dict()}
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, images=dataset.images, labels=dataset.labels, meta=np.array(json.dumps(meta)))
+        os.replace(tmp, path)
+    except OSError:
+        if tmp and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------------------- split
+
+
+def stratified_split(labels: np.ndarray, test: float = 0.15, val: float = 0.15, seed: int = 0) -> Split:
+    """Per class, shuffle (seeded by ``seed`` and the class) and cut test, val, then train.
+
+    Each class with n >= 3 images gets max(1, round(n*test)) test and max(1, round(n*val))
+    validation images (0 when the fraction is 0), always leaving at least one for training;
+    a class with fewer than 3 images goes to train only. Indices come back sorted.
+    """
+    if not (0 <= test < 1 and 0 <= val < 1 and test + val < 1):
+        raise SproutError(f"split fractions must be >= 0 and sum to less than 1; got test={test}, val={val}")
+    labels = np.asarray(labels)
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
+    for c in np.unique(labels):
+        idx = np.random.default_rng([seed, int(c)]).permutation(np.flatnonzero(labels == c))
+        n_test, n_val = _split_counts(len(idx), test, val)
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test:n_test + n_val])
+        parts["train"].append(idx[n_test + n_val:])
+    return Split(**{k: np.sort(np.concatenate(v or [np.empty(0, np.int64)])).astype(np.int64) for k, v in parts.items()})
+
+
+def _split_counts(n: int, test: float, val: float) -> tuple[int, int]:
+    """(test, val) counts for a class of ``n`` images; see :func:`stratified_split`."""
+    if n < 3:
+        return 0, 0
+    n_test = max(1, round(n * test)) if test > 0 else 0
+    n_val = max(1, round(n * val)) if val > 0 else 0
+    while n_test + n_val > n - 1:
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    return n_test, n_val
