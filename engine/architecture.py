@@ -41,6 +41,7 @@ KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "dropout", 
 WEIGHTED = ("conv", "bn", "dense")
 CHANNELWISE = ("bn", "relu", "maxpool", "avgpool", "dropout", "gap")
 BN_EPSILON = 1e-3  # Keras' default; an identity BN needs moving variance 1 - epsilon
+BN_MOMENTUM = 0.9  # Keras' default 0.99 leaves the moving statistics far from the data after a few-epoch trial
 
 
 @dataclass
@@ -233,6 +234,8 @@ class Architecture:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, folder / "weights.npz")
+        elif (folder / "weights.npz").exists():
+            (folder / "weights.npz").unlink()  # stale weights of another architecture must not be loaded with this one
         _atomic_write_text(folder / "architecture.json", self.to_json())
 
     @staticmethod
@@ -388,7 +391,7 @@ def _keras_layer(layer: Layer):
     if layer.kind == "conv":
         return L.Conv2D(cfg["filters"], cfg["kernel"], strides=cfg.get("stride", 1), padding="same", name=name)
     if layer.kind == "bn":
-        return L.BatchNormalization(epsilon=BN_EPSILON, name=name)
+        return L.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
     if layer.kind == "dense":
         return L.Dense(cfg["units"], name=name)
     if layer.kind == "dropout":
