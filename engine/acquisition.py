@@ -1,0 +1,180 @@
+"""UCB and its maximisation over the tree of morphisms by simulated annealing (DESIGN §5-6).
+
+The search starts from every trained architecture, repeatedly expands the most promising
+node with random morphisms, scores the new children by UCB in one batch and keeps the best.
+Children remember their trained ancestor and the whole path of operations, so a proposal
+can lie several morphisms away from anything trained. It stops at the lowest temperature,
+at a time cap, or within a fraction of a second of ``stop`` being set.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from engine.gp import blas_single_thread
+from engine.kernel import encode
+from engine.searchers import Proposal, explain_bayesian, explain_fallback
+
+DEFAULT_BETA = 2.576
+
+
+class ScoreModel(Protocol):
+    """Anything that predicts (mean, std) of the score for a batch of architectures
+    (given as :class:`engine.kernel.Encoding` objects, which ``ArchitectureGP`` accepts)."""
+
+    def predict(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def ucb(mean: np.ndarray | float, std: np.ndarray | float, beta: float = DEFAULT_BETA) -> np.ndarray:
+    """Upper confidence bound mean + beta * std (higher beta = more exploration)."""
+    if beta < 0:
+        raise ValueError(f"beta should be >= 0; received {beta}")
+    return np.asarray(mean, dtype=np.float64) + beta * np.asarray(std, dtype=np.float64)
+
+
+@dataclass
+class _Node:
+    arch: Any
+    key: float  # priority and annealing value: observed score (trained) or UCB (candidate)
+    mean: float | None = None
+    std: float | None = None
+    steps: int = 0  # morphisms from the trained ancestor
+
+
+def _default_morph() -> Callable:
+    from engine.morphism import random_morph
+
+    return random_morph
+
+
+def optimize_acquisition(
+    trained: Sequence[tuple[Any, float]],
+    model: ScoreModel,
+    rng: np.random.Generator,
+    limits: Any = None,
+    beta: float = DEFAULT_BETA,
+    t0: float = 1.0,
+    decay: float = 0.9,
+    t_low: float = 1e-4,
+    max_children: int = 8,
+    max_steps: int = 4,
+    anneal: str = "expand",
+    time_cap_s: float | None = None,
+    stop: threading.Event | None = None,
+    exclude: Sequence[Any] = (),
+    morph: Callable | None = None,
+) -> Proposal | None:
+    """Maximise UCB over morphisms of the trained architectures by simulated annealing.
+
+    ``trained`` holds (architecture with an id, observed score); ``model.predict`` gives the
+    posterior (mean, std) of candidates; ``exclude`` lists further architectures that must
+    not be proposed (for example failed trials). A child is dropped when it has the
+    fingerprint, or the edit-distance key (:func:`engine.kernel.distance_key`, equal exactly
+    when the edit distance is 0), of anything trained, excluded, queued or generated.
+
+    ``anneal="expand"`` (DESIGN §6): a popped node is expanded with probability
+    min(1, exp((key - best) / T)) and all its children are queued. ``anneal="push"`` (the
+    paper's Algorithm 1): every popped node is expanded and each child is queued with that
+    probability, so as T falls the queue drains back to the trained networks and their
+    other branches get explored instead of only the incumbent's descendants.
+
+    Nodes ``max_steps`` morphisms away from their trained ancestor are not expanded: far
+    from the data the GP's uncertainty, hence UCB, keeps growing, and without a bound the
+    annealing dives dozens of morphisms deep into networks nobody can judge.
+
+    Returns the best-UCB candidate found as a :class:`Proposal`; if none was found, a fresh
+    random morph of the best trained network; ``None`` when not even that gives anything new.
+    """
+    if not trained:
+        raise ValueError("expected at least one trained architecture with a score; received none")
+    if not 0 < decay < 1:
+        raise ValueError(f"decay should be in (0, 1); received {decay}")
+    if anneal not in ("expand", "push"):
+        raise ValueError(f"anneal should be 'expand' or 'push'; received {anneal!r}")
+    morph = morph or _default_morph()
+    deadline = None if time_cap_s is None else time.monotonic() + float(time_cap_s)
+
+    def must_stop() -> bool:
+        return (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() > deadline)
+
+    seen_fp = {a.fingerprint() for a, _ in trained} | {a.fingerprint() for a in exclude}
+    seen_dk = {encode(a).key for a, _ in trained} | {encode(a).key for a in exclude}
+    counter = itertools.count()
+    heap: list[tuple[float, int, _Node]] = []
+    for arch, score in trained:
+        heapq.heappush(heap, (-float(score), next(counter), _Node(arch, float(score))))
+
+    best: _Node | None = None
+    best_acq = -math.inf
+    temperature = float(t0)
+    with blas_single_thread():
+        while heap and temperature >= t_low and not must_stop():
+            _, _, node = heapq.heappop(heap)
+            expand = node.steps < max_steps and (anneal == "push" or rng.random() < _accept(node.key, best_acq, temperature))
+            if expand:
+                children, encodings = _expand(node.arch, rng, limits, max_children, morph, seen_fp, seen_dk, must_stop)
+                if children:
+                    mean, std = model.predict(encodings)
+                    scores = ucb(mean, std, beta)
+                    for child, m, s, u in zip(children, mean, std, scores):
+                        child_node = _Node(child, float(u), float(m), float(s), node.steps + 1)
+                        if anneal == "expand" or rng.random() < _accept(float(u), best_acq, temperature):
+                            heapq.heappush(heap, (-float(u), next(counter), child_node))
+                        if u > best_acq:
+                            best, best_acq = child_node, float(u)
+            temperature *= decay
+
+    if best is not None:
+        arch = best.arch
+        return Proposal(arch, str(arch.parent_id), list(arch.operations), best.mean, best.std, best_acq,
+                        "bayesian", explain_bayesian(arch.parent_id, arch.operations, best.mean, best.std, best_acq))
+    return _fallback(trained, rng, limits, morph, seen_fp, seen_dk)
+
+
+def _accept(value: float, best: float, temperature: float) -> float:
+    """The annealing acceptance probability min(1, exp((value - best) / T))."""
+    return 1.0 if best == -math.inf else math.exp(min(0.0, (value - best) / temperature))
+
+
+def _expand(arch: Any, rng: np.random.Generator, limits: Any, max_children: int, morph: Callable,
+            seen_fp: set, seen_dk: set, must_stop: Callable[[], bool]) -> tuple[list[Any], list[Any]]:
+    """Up to ``max_children`` new random morphs of ``arch`` and their encodings (new ones
+    are added to the seen sets)."""
+    children, encodings = [], []
+    for _ in range(max_children):
+        if must_stop():
+            break
+        child = morph(arch, rng, limits)
+        if child is None:
+            continue
+        fp = child.fingerprint()
+        if fp in seen_fp:
+            continue
+        seen_fp.add(fp)
+        enc = encode(child)
+        if enc.key in seen_dk:
+            continue
+        seen_dk.add(enc.key)
+        children.append(child)
+        encodings.append(enc)
+    return children, encodings
+
+
+def _fallback(trained: Sequence[tuple[Any, float]], rng: np.random.Generator, limits: Any, morph: Callable,
+              seen_fp: set, seen_dk: set, tries: int = 32) -> Proposal | None:
+    """A fresh random morph of the best trained network that was not seen before, or None."""
+    best_arch = max(trained, key=lambda pair: pair[1])[0]
+    for _ in range(tries):
+        child = morph(best_arch, rng, limits)
+        if child is not None and child.fingerprint() not in seen_fp and encode(child).key not in seen_dk:
+            return Proposal(child, str(child.parent_id), list(child.operations), None, None, None, "bayesian",
+                            explain_fallback(child.parent_id, child.operations))
+    return None

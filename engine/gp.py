@@ -1,0 +1,222 @@
+"""Gaussian-process regression on embedded architectures (DESIGN §5).
+
+``GaussianProcess`` works on vectors: k(x, x') = exp(-|x - x'|^2 / (2 l^2)) on standardised
+targets, plus noise variance s^2 on the diagonal; l and s^2 maximise the log marginal
+likelihood (L-BFGS-B in log space, a few starts, bounded). ``ArchitectureGP`` puts the edit
+distance, the embedding and the GP together so callers hand it architectures.
+Pure NumPy/SciPy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Sequence
+
+import numpy as np
+from scipy.linalg import cho_solve, lapack, solve_triangular
+from scipy.optimize import minimize
+
+from engine.kernel import DistanceCache, make_embedding, rbf, sq_dists
+
+try:  # small matrices: one BLAS thread is several times faster than many
+    from threadpoolctl import threadpool_limits as _threadpool_limits
+except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+    _threadpool_limits = None
+
+JITTER_START = 1e-10
+JITTER_MAX = 1e-2
+
+
+def blas_single_thread():
+    """A context in which BLAS uses one thread: for the small matrices here, thread start-up
+    costs more than it saves, above all while a training process keeps the cores busy.
+    (The limit is process-wide while the context is open.)"""
+    if _threadpool_limits is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return _threadpool_limits(1, "blas")
+
+
+def cholesky_jitter(k: np.ndarray, start: float = JITTER_START, max_jitter: float = JITTER_MAX) -> tuple[np.ndarray, float]:
+    """Lower Cholesky factor of ``k``, adding jitter * I (0, then start, x10 each try up to
+    max_jitter) until it succeeds. Returns (L, jitter used). Raises LinAlgError if even
+    max_jitter fails; no row or column is ever dropped."""
+    k = np.asarray(k, dtype=np.float64)
+    if k.ndim != 2 or k.shape[0] != k.shape[1]:
+        raise ValueError(f"expected a square matrix; received shape {k.shape}")
+    eye = np.eye(k.shape[0])
+    jitter = 0.0
+    while True:
+        try:
+            return np.linalg.cholesky(k + jitter * eye), jitter
+        except np.linalg.LinAlgError:
+            jitter = start if jitter == 0.0 else jitter * 10.0
+            if jitter > max_jitter * (1 + 1e-9):
+                raise np.linalg.LinAlgError(
+                    f"matrix is not positive definite even with jitter {max_jitter:g} on the diagonal"
+                ) from None
+
+
+class GaussianProcess:
+    """GP regression with an RBF kernel of unit signal variance on standardised targets.
+
+    Learned attributes after ``fit``: ``X_``, ``y_mean_``, ``y_std_``, ``length_scale_``,
+    ``noise_`` (variance, standardised units), ``L_`` (Cholesky factor of K + noise I),
+    ``alpha_`` ((K + noise I)^-1 y standardised), ``jitter_`` (extra diagonal used),
+    ``log_marginal_likelihood_``.
+    With no data ``predict`` returns (prior_mean, prior_std); with one point the targets'
+    scale is taken as prior_std.
+    """
+
+    def __init__(self, length_scale: float | None = None, noise: float = 1e-2,
+                 length_scale_bounds: tuple[float, float] = (1e-2, 1e2),
+                 noise_bounds: tuple[float, float] = (1e-6, 1.0),
+                 optimize: bool = True, n_restarts: int = 3,
+                 prior_mean: float = 0.0, prior_std: float = 1.0, min_y_std: float = 1e-6) -> None:
+        self.length_scale = length_scale
+        self.noise = noise
+        self.length_scale_bounds = length_scale_bounds
+        self.noise_bounds = noise_bounds
+        self.optimize = optimize
+        self.n_restarts = n_restarts
+        self.prior_mean = prior_mean
+        self.prior_std = prior_std
+        self.min_y_std = min_y_std
+
+    # ----------------------------------------------------------------- likelihood
+    def _neg_lml(self, theta: np.ndarray, d2: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log marginal likelihood and its gradient in (log l, log noise)."""
+        ell, noise = math.exp(theta[0]), math.exp(theta[1])
+        k_rbf = np.exp(-0.5 * d2 / (ell * ell))
+        k = k_rbf + noise * np.eye(len(y))
+        try:
+            low = np.linalg.cholesky(k)
+        except np.linalg.LinAlgError:
+            return 1e25, np.zeros(2)
+        alpha = cho_solve((low, True), y)
+        nll = 0.5 * y @ alpha + np.log(np.diag(low)).sum() + 0.5 * len(y) * math.log(2 * math.pi)
+        k_inv, info = lapack.dpotri(low, lower=1)
+        if info != 0:
+            return 1e25, np.zeros(2)
+        k_inv = np.tril(k_inv) + np.tril(k_inv, -1).T
+        d_ell = k_rbf * d2 / (ell * ell)
+        g_ell = alpha @ d_ell @ alpha - (k_inv * d_ell).sum()
+        g_noise = noise * (alpha @ alpha - np.trace(k_inv))
+        grad = -0.5 * np.array([g_ell, g_noise])
+        return float(nll), grad
+
+    def _fit_hyper(self, d2: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+        lo_l, hi_l = self.length_scale_bounds
+        lo_n, hi_n = self.noise_bounds
+        scale = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
+        starts_l = [self.length_scale] if self.length_scale else []
+        starts_l += [scale * f for f in (1.0, 0.3, 3.0)][: max(1, self.n_restarts)]
+        bounds = [(math.log(lo_l), math.log(hi_l)), (math.log(lo_n), math.log(hi_n))]
+        best = (math.inf, None)
+        for ell0 in starts_l:
+            x0 = np.clip([math.log(ell0), math.log(self.noise)], [b[0] for b in bounds], [b[1] for b in bounds])
+            res = minimize(self._neg_lml, x0, args=(d2, y), jac=True, method="L-BFGS-B",
+                           bounds=bounds, options={"maxiter": 50})
+            if res.fun < best[0]:
+                best = (float(res.fun), res.x)
+        if best[1] is None:
+            return float(np.clip(scale, lo_l, hi_l)), float(np.clip(self.noise, lo_n, hi_n))
+        return math.exp(best[1][0]), math.exp(best[1][1])
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, X: np.ndarray, y: np.ndarray) -> "GaussianProcess":
+        """Fit on rows of X (n, k) with targets y (n,); returns self."""
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if X.ndim != 2 or X.shape[0] != y.shape[0]:
+            raise ValueError(f"expected X of shape (n, k) and y of shape (n,); received {X.shape} and {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("expected finite targets; received NaN or infinity")
+        n = len(y)
+        self.X_ = X
+        self.y_mean_ = float(y.mean()) if n else float(self.prior_mean)
+        std = float(y.std()) if n > 1 else 0.0
+        self.y_std_ = std if std > self.min_y_std else float(self.prior_std)
+        ys = (y - self.y_mean_) / self.y_std_
+        d2 = sq_dists(X, X) if n else np.zeros((0, 0))
+        with blas_single_thread():
+            if self.optimize and n >= 2:
+                self.length_scale_, self.noise_ = self._fit_hyper(d2, ys)
+            else:
+                median = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
+                self.length_scale_, self.noise_ = float(self.length_scale or median), float(self.noise)
+            k = np.exp(-0.5 * d2 / self.length_scale_**2) + self.noise_ * np.eye(n)
+            self.L_, self.jitter_ = cholesky_jitter(k)
+        self.alpha_ = cho_solve((self.L_, True), ys) if n else np.zeros(0)
+        self.log_marginal_likelihood_ = (
+            float(-0.5 * ys @ self.alpha_ - np.log(np.diag(self.L_)).sum() - 0.5 * n * math.log(2 * math.pi))
+            if n else 0.0
+        )
+        return self
+
+    def predict(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and standard deviation of the latent function at rows of Xc,
+        in the units of y (noise not included in the std)."""
+        if not hasattr(self, "L_"):
+            raise RuntimeError("GaussianProcess.predict called before fit")
+        Xc = np.asarray(Xc, dtype=np.float64)
+        m = Xc.shape[0]
+        if len(self.alpha_) == 0:
+            return np.full(m, self.y_mean_), np.full(m, float(self.prior_std))
+        ks = rbf(Xc, self.X_, self.length_scale_)
+        mean = ks @ self.alpha_
+        v = solve_triangular(self.L_, ks.T, lower=True, check_finite=False)
+        var = np.maximum(1.0 - (v * v).sum(axis=0), 0.0)
+        return mean * self.y_std_ + self.y_mean_, np.sqrt(var) * self.y_std_
+
+
+class ArchitectureGP:
+    """Edit distance -> embedding -> GP, fitted on trained architectures.
+
+    ``embedding``: ``"landmark"`` (default; coordinates = distances to each trained point,
+    the singleton level of Bourgain's construction) or ``"bourgain"`` (random subsets of
+    sizes 2^i); see :func:`engine.kernel.make_embedding`.
+
+    ``fit(archs, scores)`` adds any new architecture to the shared :class:`DistanceCache`
+    (one row each), embeds the trained set and fits the GP; ``predict(candidates)`` embeds
+    candidates with the same map from their distances to the trained set.
+    """
+
+    def __init__(self, cache: DistanceCache | None = None, seed: int = 0, embedding: str = "landmark",
+                 **gp_params: Any) -> None:
+        self.cache = cache if cache is not None else DistanceCache()
+        self.seed = seed
+        self.embedding = embedding
+        self.gp_params = gp_params
+
+    def fit(self, archs: Sequence[Any], scores: Sequence[float]) -> "ArchitectureGP":
+        if len(archs) != len(scores):
+            raise ValueError(f"expected one score per architecture; received {len(archs)} and {len(scores)}")
+        self.keys_ = self.cache.add_many(archs)
+        if len(set(self.keys_)) != len(self.keys_):
+            raise ValueError("expected distinct trained architectures (ids); received duplicates")
+        d = self.cache.matrix(self.keys_)
+        self.embedding_ = make_embedding(self.embedding, self.seed).fit(d)
+        self.X_ = self.embedding_.transform(d) if len(d) else np.zeros((0, 0))
+        self.gp_ = GaussianProcess(**self.gp_params).fit(self.X_, np.asarray(scores, dtype=np.float64))
+        return self
+
+    def distances(self, candidates: Sequence[Any]) -> np.ndarray:
+        """Edit distances from candidates to the trained set, (len(candidates), n_trained)."""
+        return self.cache.distances_to(candidates, self.keys_)
+
+    def predict_from_distances(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.keys_:
+            m = d.shape[0]
+            return self.gp_.predict(np.zeros((m, 0)))
+        return self.gp_.predict(self.embedding_.transform(d))
+
+    def predict(self, candidates: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior (mean, std) of the score of each candidate architecture (or its
+        :class:`engine.kernel.Encoding`)."""
+        if not candidates:
+            return np.zeros(0), np.zeros(0)
+        return self.predict_from_distances(self.distances(candidates))
+
+
+__all__ = ["GaussianProcess", "ArchitectureGP", "cholesky_jitter", "blas_single_thread"]

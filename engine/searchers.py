@@ -1,0 +1,340 @@
+"""Searchers: what to train next, given the finished trials (DESIGN §6-7).
+
+One interface for all: ``propose(history) -> Proposal`` and ``observe(trial)``, where a
+trial exposes ``.id``, ``.architecture`` and ``.score`` (validation accuracy, or None if the
+trial failed). ``make_searcher`` builds ``"bayesian"`` (GP + UCB + annealing over the
+morphism tree), ``"random"`` (a random morph of a random trained network) or ``"bfs"``
+(breadth-first over the morphisms of the best network). Same seed, same history, same
+proposals. State for resume is JSON: ``state_dict()`` / ``load_state_dict()``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from engine.errors import SproutError
+from engine.kernel import DistanceCache, distance_key
+
+
+class TrialLike(Protocol):
+    id: str
+    architecture: Any
+    score: float | None
+
+
+@dataclass
+class Proposal:
+    """The next architecture to train and why.
+
+    ``architecture`` is the unweighted candidate; realise it by loading trial
+    ``ancestor_id``'s weights and applying ``operations`` in order. ``mean``/``sigma``/``ucb``
+    are the model's prediction (None for searchers without a model); ``reason`` is one plain
+    sentence for the UI.
+    """
+
+    architecture: Any
+    ancestor_id: str
+    operations: list[dict] = field(default_factory=list)
+    mean: float | None = None
+    sigma: float | None = None
+    ucb: float | None = None
+    searcher: str = ""
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        arch = self.architecture
+        as_float = lambda v: None if v is None else float(v)  # noqa: E731
+        return {
+            "architecture": arch.to_dict() if hasattr(arch, "to_dict") else None,
+            "fingerprint": arch.fingerprint(),
+            "ancestor_id": self.ancestor_id,
+            "operations": list(self.operations),
+            "mean": as_float(self.mean),
+            "sigma": as_float(self.sigma),
+            "ucb": as_float(self.ucb),
+            "searcher": self.searcher,
+            "reason": self.reason,
+        }
+
+
+# ----------------------------------------------------------------------- explanations
+_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+
+def _trial_label(trial_id: Any) -> str:
+    text = str(trial_id)
+    if text.isdigit():
+        return f"trial {int(text)}"
+    for prefix in ("trial-", "trial_", "trial"):
+        if text.startswith(prefix) and text[len(prefix):].isdigit():
+            return f"trial {int(text[len(prefix):])}"
+    return f"trial {text}"
+
+
+def _steps(n: int) -> str:
+    word = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
+    return f"{word} step" + ("" if n == 1 else "s")
+
+
+def describe_operation(op: dict) -> str:
+    """A few plain words for one morphism, e.g. ``widen conv 5 by 32 filters``
+    (:func:`engine.morphism.describe` for the operations it records)."""
+    if not isinstance(op, dict):
+        return str(op)
+    try:
+        from engine.morphism import describe
+    except ImportError:  # pragma: no cover - morphism is part of the engine
+        describe = None
+    if describe is not None:
+        try:
+            text = describe(op)
+        except (KeyError, TypeError, ValueError):
+            text = ""
+        if text and not text.startswith("unknown operation"):
+            return text
+    return str(op.get("op") or op.get("type") or "change").replace("_", " ")
+
+
+def _path(ancestor_id: Any, operations: Sequence[dict]) -> str:
+    ops = ", ".join(describe_operation(op) for op in operations)
+    return f"{_steps(len(operations))} from {_trial_label(ancestor_id)}" + (f": {ops}" if ops else "")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def explain_bayesian(ancestor_id: Any, operations: Sequence[dict], mean: float, sigma: float, ucb: float) -> str:
+    return (f"Chosen because the model predicts {_pct(mean)} ± {_pct(sigma)} accuracy "
+            f"(optimistic estimate {_pct(ucb)}), {_path(ancestor_id, operations)}.")
+
+
+def explain_fallback(ancestor_id: Any, operations: Sequence[dict]) -> str:
+    return (f"The search found nothing new worth trying, so this is a random change of the best network "
+            f"so far, {_path(ancestor_id, operations)}.")
+
+
+# ---------------------------------------------------------------------------- helpers
+def _trained_arch(trial: TrialLike) -> Any:
+    """The trial's architecture, carrying the trial's id (copied if it did not)."""
+    arch = trial.architecture
+    if getattr(arch, "id", None) != trial.id:
+        arch = arch.copy(with_weights=False) if hasattr(arch, "copy") else arch
+        arch.id = trial.id
+    return arch
+
+
+def _scored(history: Sequence[TrialLike]) -> list[TrialLike]:
+    scored = [t for t in history if t.score is not None]
+    if not scored:
+        raise SproutError(f"cannot propose an architecture before one has been trained "
+                          f"({len(history)} trials so far, none finished with a score)")
+    return scored
+
+
+def _default_morph() -> Callable:
+    from engine.morphism import random_morph
+
+    return random_morph
+
+
+class Searcher:
+    """Base class: an rng, optional limits and the morphism function."""
+
+    name = "base"
+
+    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None) -> None:
+        self.seed = int(seed)
+        self.limits = limits
+        self.rng = np.random.default_rng(self.seed)
+        self._morph = morph
+
+    @property
+    def morph(self) -> Callable:
+        if self._morph is None:
+            self._morph = _default_morph()
+        return self._morph
+
+    def observe(self, trial: TrialLike) -> None:
+        """Take note of a finished trial (optional: ``propose`` reads the full history)."""
+
+    def propose(self, history: Sequence[TrialLike], stop: threading.Event | None = None,
+                time_cap_s: float | None = None) -> Proposal:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "seed": self.seed, "rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"expected the state of a {self.name!r} searcher; received {state.get('name')!r}")
+        self.rng.bit_generator.state = state["rng"]
+
+    def _unseen_morph(self, arch: Any, seen: set, tries: int = 50) -> Any | None:
+        """A random morph of ``arch`` whose fingerprint and distance key are not in ``seen``."""
+        for _ in range(tries):
+            child = self.morph(arch, self.rng, self.limits)
+            if child is not None and child.fingerprint() not in seen and distance_key(child) not in seen:
+                return child
+        return None
+
+
+def _seen(history: Sequence[TrialLike]) -> set:
+    """Fingerprints and distance keys of every architecture tried so far, failed ones included."""
+    archs = [t.architecture for t in history if t.architecture is not None]
+    return {a.fingerprint() for a in archs} | {distance_key(a) for a in archs}
+
+
+class RandomSearcher(Searcher):
+    """A random morph of a uniformly chosen trained network (the ``random`` baseline)."""
+
+    name = "random"
+
+    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
+        scored, seen = _scored(history), _seen(history)
+        for _ in range(10):
+            trial = scored[int(self.rng.integers(len(scored)))]
+            child = self._unseen_morph(_trained_arch(trial), seen, tries=10)
+            if child is not None:
+                return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
+                                reason=f"Chosen at random (the random baseline), {_path(child.parent_id, child.operations)}.")
+        raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
+
+
+class BFSSearcher(Searcher):
+    """Breadth-first over the morphism tree of the best network.
+
+    The one-step children of a network are enumerated in a fixed random order (drawn from
+    an rng seeded by the searcher's seed and the network's fingerprint, so a resumed search
+    finds the same order) and proposed one by one. When the best network changes, the
+    search restarts from it; when a network's children are used up, the search moves on to
+    its trained children in the order they were proposed (the next level).
+    """
+
+    name = "bfs"
+
+    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, n_draws: int = 200) -> None:
+        super().__init__(seed, limits, morph)
+        self.n_draws = int(n_draws)
+        self.root_id: str | None = None
+        self.queue: list[str] = []  # trial ids to expand, breadth-first
+        self._children: dict[tuple[str, str], list[Any]] = {}  # (fingerprint, limits) -> children
+
+    def children(self, arch: Any) -> list[Any]:
+        """The distinct one-step morphs of ``arch`` in this searcher's fixed order for it."""
+        key = (arch.fingerprint(), repr(self.limits))
+        cached = self._children.get(key)
+        if cached is not None and all(c.parent_id == arch.id for c in cached[:1]):
+            return cached
+        digest = hashlib.blake2b(str(arch.fingerprint()).encode(), digest_size=8).digest()
+        rng = np.random.default_rng([self.seed, int.from_bytes(digest, "little")])
+        out, seen = [], set()
+        for _ in range(self.n_draws):
+            child = self.morph(arch, rng, self.limits)
+            if child is not None and child.fingerprint() not in seen:
+                seen.add(child.fingerprint())
+                out.append(child)
+        self._children[key] = out
+        return out
+
+    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
+        scored = _scored(history)
+        best = max(scored, key=lambda t: t.score)
+        if best.id != self.root_id:
+            self.root_id, self.queue = best.id, [best.id]
+        by_id = {t.id: t for t in scored}
+        by_fp = {t.architecture.fingerprint(): t.id for t in scored}
+        seen = _seen(history)
+        while self.queue:
+            parent = by_id.get(self.queue[0])
+            if parent is not None:
+                kids = self.children(_trained_arch(parent))
+                for child in kids:
+                    if child.fingerprint() not in seen and distance_key(child) not in seen:
+                        return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
+                                        reason=f"Next untried change in breadth-first order, "
+                                               f"{_path(child.parent_id, child.operations)}.")
+                self.queue += [by_fp[c.fingerprint()] for c in kids if c.fingerprint() in by_fp
+                               and by_fp[c.fingerprint()] not in self.queue]
+            self.queue.pop(0)
+        # Everything reachable breadth-first is tried: fall back to a random change of the best.
+        child = self._unseen_morph(_trained_arch(best), seen)
+        if child is None:
+            raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
+        return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
+                        reason=f"Breadth-first order is used up, so this is a random change, "
+                               f"{_path(child.parent_id, child.operations)}.")
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "root_id": self.root_id, "queue": list(self.queue)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.root_id, self.queue = state.get("root_id"), list(state.get("queue", []))
+
+
+class BayesianSearcher(Searcher):
+    """GP on the edit-distance embedding + UCB, maximised by annealing over morphisms.
+
+    Keeps one :class:`DistanceCache` across calls (each new trial adds one row) and refits
+    the GP at every ``propose``. Parameters: see :func:`engine.acquisition.optimize_acquisition`
+    (beta ... anneal), :class:`engine.gp.ArchitectureGP` (embedding) and the GP's scale with a
+    single trial (``prior_std``, in accuracy units). With a time cap the proposal depends on
+    the machine's speed; without one, same seed and history give the same proposal.
+    """
+
+    name = "bayesian"
+
+    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, beta: float = 2.576,
+                 t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4, max_children: int = 8,
+                 max_steps: int = 4, anneal: str = "expand", time_cap_s: float | None = None, lam: float = 1.0,
+                 prior_std: float = 0.1, embedding: str = "landmark") -> None:
+        super().__init__(seed, limits, morph)
+        self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,
+                           max_steps=max_steps, anneal=anneal)
+        self.time_cap_s = time_cap_s
+        self.prior_std = prior_std
+        self.embedding = embedding
+        self.cache = DistanceCache(lam)
+
+    def observe(self, trial: TrialLike) -> None:
+        if trial.score is not None:
+            self.cache.add(_trained_arch(trial))
+
+    def fit_model(self, history: Sequence[TrialLike]):
+        """The GP fitted on the scored trials of ``history``."""
+        from engine.gp import ArchitectureGP
+
+        scored = _scored(history)
+        archs = [_trained_arch(t) for t in scored]
+        return ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
+            archs, [float(t.score) for t in scored])
+
+    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
+        from engine.acquisition import optimize_acquisition
+
+        model = self.fit_model(history)
+        scored = _scored(history)
+        trained = [(_trained_arch(t), float(t.score)) for t in scored]
+        failed = [t.architecture for t in history if t.score is None and t.architecture is not None]
+        cap = time_cap_s if time_cap_s is not None else self.time_cap_s
+        proposal = optimize_acquisition(trained, model, self.rng, self.limits, time_cap_s=cap, stop=stop,
+                                        exclude=failed, morph=self.morph, **self.params)
+        if proposal is None:
+            raise SproutError("no new architecture can be proposed: no change of the trained networks fits the limits")
+        return proposal
+
+
+SEARCHERS = {"bayesian": BayesianSearcher, "random": RandomSearcher, "bfs": BFSSearcher}
+
+
+def make_searcher(name: str, seed: int = 0, limits: Any = None, **params: Any) -> Searcher:
+    """A searcher by name ("bayesian", "random" or "bfs"); ``params`` go to its constructor."""
+    if name not in SEARCHERS:
+        raise SproutError(f"unknown searcher {name!r}; expected one of {', '.join(SEARCHERS)}")
+    return SEARCHERS[name](seed=seed, limits=limits, **params)

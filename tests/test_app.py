@@ -1,0 +1,272 @@
+"""Every page of the app under Streamlit's AppTest: uploads, the sample, a short search run to
+its end, the results and Try it. No browser; each ``at.run()`` is one full script rerun."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import streamlit as st
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = str(ROOT / "app.py")
+PAGES = {name: f"views/{name}.py" for name in ("data", "search", "results", "try_it", "how")}
+SEARCH_CAP_S = 170
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry():
+    """The registry lives in st.cache_resource: give each test one under its own SPROUT_HOME."""
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield
+    st.cache_resource.clear()
+
+
+def _png(value: int, size: int = 20, colour: bool = True) -> bytes:
+    pixels = np.zeros((size, size, 3) if colour else (size, size), np.uint8)
+    pixels[...] = value
+    pixels[size // 4: size // 2, size // 4: size // 2] = 255 - value
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _folder_files(prefix: str = "pets") -> list[tuple[str, bytes, str]]:
+    files = [(f"{prefix}/{cls}/{i:02d}.png", _png(7 * i + (120 if cls == "dog" else 0)), "image/png")
+             for cls in ("cat", "dog") for i in range(12)]
+    files += [(f"{prefix}/bird/{i}.png", _png(200 + 10 * i), "image/png") for i in range(3)]
+    files.append((f"{prefix}/cat/notes.txt", b"not an image", "text/plain"))
+    return files
+
+
+def _app(**query) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for k, v in query.items():
+        at.query_params[k] = v
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _texts(at: AppTest) -> str:
+    parts = [e.value for kind in ("markdown", "caption", "warning", "error", "info", "success") for e in at.get(kind)]
+    return "\n".join(str(p) for p in parts)
+
+
+def _plotly_specs(at: AppTest) -> dict[str, dict]:
+    """Figures on the page by widget key (or position), as plotly JSON."""
+    out = {}
+    for i, el in enumerate(at.get("plotly_chart")):
+        spec = json.loads(el.proto.spec)
+        out[el.proto.id.split("-")[-1] if el.proto.id else str(i)] = spec
+    return out
+
+
+def _chart_traces(at: AppTest) -> list[list[str]]:
+    return [[t.get("name", "") for t in json.loads(el.proto.spec)["data"]] for el in at.get("plotly_chart")]
+
+
+def test_data_page_starts_empty_and_says_what_to_do():
+    at = _app()
+    assert "Drop a folder of images or try the sample to start" in _texts(at)
+    labels = [u.proto.label for u in at.get("file_uploader")]
+    assert labels == ["Drop a folder of images", "…or a .zip of that folder"]
+
+
+def test_folder_upload_shows_the_report():
+    at = _app()
+    at.get("file_uploader")[0].set_value(_folder_files())
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "27" and metrics["Classes"] == "3" and metrics["Image size"] == "20×20"
+    text = _texts(at)
+    assert "Class 'bird' has only 3 images" in text
+    assert "skipped" in text
+    upload = at.query_params["data"]
+    saved = Path(__import__("engine.paths", fromlist=["x"]).uploads_dir()) / upload
+    assert (saved / "pets" / "cat" / "00.png").is_file()
+    # thumbnails per class and the images-per-class chart
+    assert len(at.get("image")) >= 3
+    counts = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert counts["data"][0]["x"] == ["bird", "cat", "dog"] or sorted(counts["data"][0]["x"]) == ["bird", "cat", "dog"]
+    # the uploader was reset (a new key) so the bytes are not kept
+    assert all(not u.value for u in at.get("file_uploader"))
+
+
+def test_zip_upload_and_image_size():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data, _ in _folder_files("flowers"):
+            zf.writestr(name, data)
+    at = _app()
+    at.get("file_uploader")[1].set_value([("flowers.zip", buf.getvalue(), "application/zip")])
+    at.run()
+    assert not at.exception, at.exception
+    assert {m.label: m.value for m in at.metric}["Images"] == "27"
+    slider = at.select_slider[0]
+    slider.set_value(32)
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Image size"] == "32×32"
+    assert at.query_params["size"] == "32"
+
+
+def test_unusable_upload_is_a_plain_error_and_the_app_keeps_working():
+    at = _app()
+    one_class = [(f"x/only/{i}.png", _png(i * 9), "image/png") for i in range(5)]
+    at.get("file_uploader")[0].set_value(one_class)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.error and "cannot be used" in at.error[0].value
+    bad_zip = [("broken.zip", b"PK\x03\x04 not really a zip", "application/zip")]
+    at.get("file_uploader")[1].set_value(bad_zip)
+    at.run()
+    assert not at.exception and "not a valid zip" in at.error[0].value
+    at.button(key="sample").click()
+    at.run()
+    assert not at.exception and {m.label: m.value for m in at.metric}["Classes"] == "10"
+
+
+def test_pages_without_a_run_show_what_to_do_next():
+    at = _app()
+    for page, words in (("search", "First choose your images"), ("results", "No search yet"),
+                        ("try_it", "no finished network"), ("how", "Grow, don't restart")):
+        at.switch_page(PAGES[page])
+        at.run()
+        assert not at.exception, (page, at.exception)
+        assert words in _texts(at), page
+
+
+def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
+    at = _app()
+    at.button(key="sample").click()
+    at.run()
+    at.select_slider[0].set_value(16)          # small images: a faster search
+    at.run()
+    assert {m.label: m.value for m in at.metric}["Image size"] == "16×16"
+    at.button(key="to_search").click()
+    at.run()
+    assert not at.exception, at.exception
+    at.number_input(key="budget_s").set_value(45)
+    at.number_input(key="epochs").set_value(2)
+    at.button(key="start").click()
+    at.run()
+    assert not at.exception, at.exception
+    run_id = at.query_params["run"]
+    assert run_id
+
+    t0, seen_live = time.monotonic(), False
+    while time.monotonic() - t0 < SEARCH_CAP_S:
+        time.sleep(2)
+        at.run()
+        assert not at.exception, at.exception
+        heads = [h.value for h in at.subheader]
+        if any("Searching" in h for h in heads):
+            seen_live = True
+        if any(("Finished" in h) or ("Stopped" in h) or ("wrong" in h) for h in heads):
+            break
+    else:
+        pytest.fail(f"the search did not end within {SEARCH_CAP_S} s")
+    assert seen_live
+    assert any("Finished" in h.value for h in at.subheader), _texts(at)
+    traces = _chart_traces(at)
+    assert any("trained" in names for names in traces), traces          # the tree
+    assert at.get("graphviz_chart"), "the selected/best network is drawn"
+    assert "Done!" in at.success[0].value
+
+    # another view of the live charts
+    at.segmented_control(key="view").set_value("How different they are")
+    at.run()
+    assert not at.exception, at.exception
+
+    # reload: a fresh session with only the address finds the run again
+    again = _app(run=run_id)
+    again.switch_page(PAGES["search"])
+    again.run()
+    assert not again.exception and any("Finished" in h.value for h in again.subheader)
+
+    at.switch_page(PAGES["results"])
+    at.run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Test accuracy"].endswith("%")
+    keys = {el.proto.id.split("-")[-1] for el in at.get("plotly_chart")}
+    assert {"per_class", "confusion", "predictions"} <= keys, keys
+    assert at.get("graphviz_chart")
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert downloads == ["Keras (.keras)", "SavedModel (.zip)", "TFLite (.tflite)", "Class names (.json)"], downloads
+    snippet = at.code[0].value
+    assert "keras.models.load_model" in snippet
+    # the snippet runs as printed, next to the downloaded files
+    run_dir = Path(__import__("engine.paths", fromlist=["x"]).runs_dir()) / run_id
+    shutil.copy(run_dir / "best_model.keras", tmp_path / "sprout_model.keras")
+    (tmp_path / "labels.json").write_text(json.dumps([str(d) for d in range(10)]))
+    Image.fromarray(np.full((40, 30, 3), 90, np.uint8)).save(tmp_path / "my_picture.jpg")
+    monkeypatch.chdir(tmp_path)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(snippet, "snippet", "exec"), {})
+    label, confidence = printed.getvalue().split()[-2:]
+    assert label in [str(d) for d in range(10)] and 0 < float(confidence) <= 1
+
+    at.switch_page(PAGES["try_it"])
+    at.run()
+    assert not at.exception, at.exception
+    at.segmented_control(key="try_source").set_value("Your data")
+    at.run()
+    at.button(key="random_test").click()
+    at.run()
+    assert not at.exception, at.exception
+    verdict = [h.value for h in at.subheader]
+    assert verdict and ("It's" in verdict[0] or "Maybe" in verdict[0]), verdict
+    assert any("top" in k for k in _plotly_specs(at)), "the top predictions chart"
+
+    # an uploaded picture goes through engine.data.decode_image
+    at.segmented_control(key="try_source").set_value("Upload")
+    at.run()
+    at.file_uploader(key="picture_0").set_value([("seven.png", _png(30, 40, colour=True), "image/png")])
+    at.run()
+    assert not at.exception, at.exception
+    assert [h.value for h in at.subheader]
+
+
+def test_stop_keeps_the_best_network_so_far():
+    at = _app()
+    at.button(key="sample").click()
+    at.run()
+    at.select_slider[0].set_value(16)
+    at.run()
+    at.switch_page(PAGES["search"])
+    at.run()
+    at.number_input(key="budget_s").set_value(600)
+    at.number_input(key="epochs").set_value(1)
+    at.button(key="start").click()
+    at.run()
+    t0 = time.monotonic()
+    while {m.label: m.value for m in at.metric}.get("Networks trained", "0").startswith("0"):
+        assert time.monotonic() - t0 < SEARCH_CAP_S, "no network finished"
+        time.sleep(1)
+        at.run()
+        assert not at.exception, at.exception
+    assert any("Searching" in h.value for h in at.subheader)
+    at.button(key="stop").click()
+    at.run()
+    assert not at.exception, at.exception
+    while not any("Stopped" in h.value for h in at.subheader):
+        assert time.monotonic() - t0 < SEARCH_CAP_S, [h.value for h in at.subheader]
+        time.sleep(1)
+        at.run()
+    assert "Done!" in at.success[0].value     # the best network so far was tested and saved
+    at.switch_page(PAGES["results"])
+    at.run()
+    assert not at.exception and {m.label: m.value for m in at.metric}["Test accuracy"].endswith("%")

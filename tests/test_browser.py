@@ -1,0 +1,238 @@
+"""The app in a real headless Chromium: drop a folder, search, reload, download, try it.
+
+Starts ``streamlit run app.py`` on a free port with SPROUT_HOME in a temporary folder and
+drives it with Playwright. Screenshots of every page go to tests/artifacts/ (gitignored).
+Skips when Debian's chromium is not installed at /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+FASHION = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "train"
+SEARCH_BUDGET_S = 90
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+
+pytestmark = [
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM} "
+                       "(apt-get install -y chromium)"),
+    pytest.mark.timeout(900),
+]
+
+# Points of the search tree, read from the plotly figures in the page.
+JS_TREE_NODES = """() => { const ids = [];
+  for (const d of document.querySelectorAll('.js-plotly-plot'))
+    for (const t of (d.data || [])) if (t.name === 'trained' || t.name === 'failed')
+      for (const c of (t.customdata || [])) ids.push(c[0]);
+  return ids; }"""
+# Screen position of one trained node, to click it.
+JS_NODE_XY = """(want) => {
+  for (const d of document.querySelectorAll('.js-plotly-plot')) {
+    const t = (d.data || []).find(t => t.name === 'trained'); if (!t) continue;
+    const i = t.customdata.findIndex(c => c[0] === want); if (i < 0) continue;
+    const fl = d._fullLayout, r = d.getBoundingClientRect();
+    return [r.left + fl._size.l + fl.xaxis.l2p(t.x[i]), r.top + fl._size.t + fl.yaxis.l2p(t.y[i])]; }
+  return null; }"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _image_tree(dest: Path) -> Path:
+    """Four classes of 30 small greyscale images: Fashion-MNIST when the shared copy is there."""
+    classes = ["trouser", "bag", "sneaker", "dress"]
+    for k, cls in enumerate(classes):
+        (dest / cls).mkdir(parents=True)
+        real = sorted((FASHION / cls).glob("*.png"))[:30] if FASHION.is_dir() else []
+        if real:
+            for f in real:
+                shutil.copy(f, dest / cls / f.name)
+            continue
+        rng = np.random.default_rng(k)
+        for i in range(30):
+            img = rng.integers(0, 60, (28, 28), dtype=np.uint8)
+            img[4 + 5 * k: 10 + 5 * k, :] = 255
+            Image.fromarray(img).save(dest / cls / f"{i:03d}.png")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("sprout_home")
+    port = _free_port()
+    log = open(home / "server.log", "w")
+    env = {**os.environ, "SPROUT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+         "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url, home
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def _shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(800)  # let charts finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def _tree_nodes(page) -> list[str]:
+    return page.evaluate(JS_TREE_NODES)
+
+
+def _no_failure(page) -> None:
+    """The search did not fail (its plain-words error is in the message)."""
+    assert page.get_by_text("Something went wrong").count() == 0, page.locator("[data-testid=stAlert]").all_inner_texts()
+
+
+def _no_exception(page) -> None:
+    assert page.locator("[data-testid=stException]").count() == 0, page.locator("[data-testid=stException]").inner_text()
+
+
+def test_drop_search_reload_download_try(server, browser, tmp_path):
+    url, home = server
+    folder = _image_tree(tmp_path / "clothes")
+    page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
+    page.set_default_timeout(60_000)
+
+    # 1. Data: drop the folder
+    page.goto(url)
+    page.get_by_text("Drop a folder of images or try the sample to start").wait_for()
+    _shot(page, "01_data_empty")
+    page.locator("input[type=file][webkitdirectory]").set_input_files(folder)
+    page.get_by_text("What Sprout found").wait_for(timeout=120_000)
+    assert page.get_by_test_id("stMetricValue").first.inner_text() == "120"
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("Home")                               # the smallest image size: a faster search
+    page.get_by_text("as the network will see them (16×16)").wait_for()
+    _no_exception(page)
+    _shot(page, "02_data_report")
+
+    # 2. Search: a short run
+    page.get_by_role("button", name="Next: find a network").click()
+    page.get_by_role("button", name="Start the search").wait_for()
+    page.get_by_text("Advanced settings").click()
+    page.get_by_role("spinbutton", name="Most epochs per network").fill("2")
+    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
+    budget.fill(str(SEARCH_BUDGET_S))
+    budget.press("Tab")
+    page.wait_for_timeout(500)
+    _shot(page, "03_search_form")
+    page.get_by_role("button", name="Start the search").click()
+    page.wait_for_url("**run=*")
+    run_id = page.url.split("run=")[1].split("&")[0]
+
+    t0 = time.monotonic()
+    while len(_tree_nodes(page)) < 2:
+        assert time.monotonic() - t0 < SEARCH_BUDGET_S + 60, f"only {_tree_nodes(page)} in the tree"
+        _no_failure(page)
+        page.wait_for_timeout(1000)
+    _no_exception(page)
+    _shot(page, "04_search_live")
+
+    # 3. Reload: the address alone finds the run again
+    page.reload()
+    page.get_by_text("The tree of networks", exact=True).wait_for()
+    assert f"run={run_id}" in page.url
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0")
+    page.wait_for_timeout(1500)
+    assert len(_tree_nodes(page)) >= 2
+
+    # 4. Let it end (or stop it when it runs long)
+    t0 = time.monotonic()
+    while page.get_by_role("button", name="See the results").count() == 0:
+        if time.monotonic() - t0 > SEARCH_BUDGET_S + 30 and page.get_by_role("button", name="Stop").count():
+            page.get_by_role("button", name="Stop").click()
+        assert time.monotonic() - t0 < SEARCH_BUDGET_S + 120, "the search did not end"
+        _no_failure(page)
+        page.wait_for_timeout(1000)
+    ids = _tree_nodes(page)
+    assert len(ids) >= 2
+    _shot(page, "05_search_done")
+
+    # clicking a node in the tree shows that network
+    xy = page.evaluate(JS_NODE_XY, ids[0])
+    assert xy, "a trained node to click"
+    page.mouse.click(*xy)
+    page.get_by_role("heading", name=f"Network #{ids[0]}").wait_for(timeout=20_000)
+    page.get_by_text("How different they are").click()
+    page.get_by_text("A map of the networks").wait_for()
+    page.wait_for_timeout(1000)
+    _no_exception(page)
+    _shot(page, "06_search_distances")
+
+    # 5. Results: charts and the .keras download
+    page.get_by_role("button", name="See the results").click()
+    page.get_by_text("Take it with you").wait_for()
+    page.get_by_text("What gets mixed up").wait_for()
+    _no_exception(page)
+    _shot(page, "07_results")
+    with page.expect_download(timeout=60_000) as info:
+        page.get_by_role("button", name="Keras (.keras)").click()
+    model_file = tmp_path / "sprout_model.keras"
+    info.value.save_as(model_file)
+    import keras
+
+    model = keras.models.load_model(model_file, safe_mode=True)
+    probs = model.predict(np.zeros((1, 16, 16, 1), np.uint8), verbose=0)
+    assert probs.shape == (1, 4) and abs(float(probs.sum()) - 1) < 1e-4
+
+    # 6. Try it: one picture
+    page.get_by_role("link", name="Try it").click()
+    page.get_by_text("Show your network a new picture").wait_for()
+    picture = next(folder.glob("bag/*.png"))
+    page.locator("input[type=file]").first.set_input_files(picture)
+    page.locator("h3", has_text=re.compile(r"It's|Maybe")).first.wait_for(timeout=90_000)
+    _no_exception(page)
+    _shot(page, "08_try_it")
+
+    # 7. How it works
+    page.get_by_role("link", name="How it works").click()
+    page.get_by_text("Grow, don't restart").wait_for()
+    _shot(page, "09_how_it_works")
+    page.close()

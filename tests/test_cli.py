@@ -1,0 +1,164 @@
+"""``python -m engine search | evaluate | export`` as a user runs them (subprocesses).
+
+Real TensorFlow on the built-in digits at 16x16: a full search within its budget, a search
+killed with SIGKILL and resumed, evaluate and export of its model, and the one-line errors
+(exit status 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRESS = re.compile(r"^trial \d+  .+  (val \d\.\d{3}  \(best \d\.\d{3}\)|failed: .+|stopped)  \d+\.\d s$")
+
+
+def _env(home: Path) -> dict:
+    return {**os.environ, "SPROUT_HOME": str(home), "PYTHONUNBUFFERED": "1"}
+
+
+def _engine(home: Path, *args, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, env=_env(home),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def _lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines(keepends=True):
+        if line.endswith("\n"):
+            out.append(json.loads(line))
+    return out
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("cli") / "run"
+    t0 = time.monotonic()
+    result = _engine(home, "search", "sample", "--out", out, "--budget", 40, "--max-epochs", 2, "--image-size", 16,
+                     "--searcher", "random", timeout=120)
+    return home, out, result, time.monotonic() - t0
+
+
+def test_search_prints_a_line_per_trial_and_keeps_the_budget(finished_run):
+    home, out, result, wall = finished_run
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the budget covers everything; allow the 10% plus a few seconds to start Python
+    assert wall <= 40 * 1.10 + 5, f"the command took {wall:.1f} s for a 40 s budget"
+    lines = result.stdout.splitlines()
+    trial_lines = [l for l in lines if l.startswith("trial ")]
+    records = _lines(out / "trials.jsonl")
+    assert len(trial_lines) == len(records) >= 1
+    assert all(PROGRESS.match(l) for l in trial_lines), trial_lines
+    assert trial_lines[0].startswith("trial 0  seed architecture  val ")
+    assert lines[0].startswith("data: 1797 images, 10 classes, 16x16x1")
+    assert lines[-1].startswith("best: trial ") and "test " in lines[-1]
+    for name in ("trials.jsonl", "state.json", "dataset.json", "summary.json", "best_model.keras", "labels.json"):
+        assert (out / name).is_file(), name
+
+
+def test_evaluate_prints_json(finished_run):
+    home, out, _, _ = finished_run
+    result = _engine(home, "evaluate", out / "best_model.keras", "sample", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["n"] == 1797 and 0 <= report["accuracy"] <= 1
+    assert set(report["per_class"]) == {str(i) for i in range(10)}
+    assert sum(c["n"] for c in report["per_class"].values()) == 1797
+
+
+def test_export_keras(finished_run, tmp_path):
+    pytest.importorskip("engine.export")
+    home, out, _, _ = finished_run
+    target = tmp_path / "exported.keras"
+    result = _engine(home, "export", out, "--format", "keras", "--out", target, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert Path(result.stdout.strip().splitlines()[-1]).exists()
+
+
+def test_kill_9_mid_trial_then_resume(tmp_path):
+    out = tmp_path / "run"
+    # a generous budget and a trial cap: the kill comes after two trials however busy the machine
+    cmd = [sys.executable, "-m", "engine", "search", "sample", "--out", str(out), "--budget", "150",
+           "--max-epochs", "2", "--image-size", "16", "--searcher", "random", "--max-trials", "3"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(tmp_path / "home"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 150
+        while len(_lines(out / "trials.jsonl")) < 2:
+            assert proc.poll() is None, "the search ended before its second trial"
+            assert time.monotonic() < deadline, "no second trial in time"
+            time.sleep(0.1)
+        # wait until the next trial is in flight (a few batches in), then kill -9
+        while True:
+            state = json.loads((out / "state.json").read_text())
+            if state.get("in_flight") or proc.poll() is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "killed mid-run, not finished"
+    before = _lines(out / "trials.jsonl")
+    used_before = json.loads((out / "state.json").read_text())["budget_used_s"]
+    assert not (out / "summary.json").exists()
+
+    result = _engine(tmp_path / "home", "search", "sample", "--out", out, "--resume", timeout=150)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed: " in result.stdout
+    after = _lines(out / "trials.jsonl")
+    assert after[:len(before)] == before, "every finished trial is kept, same ids and values"
+    assert [r["id"] for r in after] == [str(i) for i in range(len(after))]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["n_trials"] == len(after) == 3
+    assert summary["wall_s"] >= used_before, "the budget used before the kill is counted"
+    assert (out / "best_model.keras").exists()
+    leftovers = {p.name for p in (out / "trials").iterdir()} - {r["id"] for r in after}
+    assert not leftovers, "the half-written trial folder was removed"
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, images_dir):
+    home = tmp_path / "home"
+    line = _one_line_error(_engine(home, "search", tmp_path / "missing", "--out", tmp_path / "r1", "--budget", 30))
+    assert "missing" in line
+    one_class = tmp_path / "one"
+    (one_class / "circle").mkdir(parents=True)
+    for p in sorted((images_dir / "circle").iterdir())[:3]:
+        (one_class / "circle" / p.name).write_bytes(p.read_bytes())
+    _one_line_error(_engine(home, "search", one_class, "--out", tmp_path / "r2", "--budget", 30))
+    assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").iterdir()), "no half-made run folder"
+    _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3", "--budget", "-5"))
+    _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3", "--budget", "10", "--searcher", "genetic"))
+    _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3"))
+    (tmp_path / "r4").mkdir()
+    (tmp_path / "r4" / "notes.txt").write_text("mine")
+    assert "not empty" in _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r4", "--budget", 10))
+    not_a_run = tmp_path / "plain"
+    not_a_run.mkdir()
+    assert "not a Sprout run folder" in _one_line_error(
+        _engine(home, "export", not_a_run, "--format", "keras", "--out", tmp_path / "m.keras"))
+    _one_line_error(_engine(home, "export", not_a_run, "--format", "onnx", "--out", tmp_path / "m.onnx"))
+    _one_line_error(_engine(home, "evaluate", tmp_path / "nothing.keras", "sample"))
+    (tmp_path / "junk.keras").write_bytes(b"not a model")
+    _one_line_error(_engine(home, "evaluate", tmp_path / "junk.keras", "sample"))

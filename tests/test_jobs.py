@@ -1,0 +1,196 @@
+"""Background runs (engine.jobs): two at once, a refused third, stop, snapshots, runs on disk.
+
+Real TensorFlow on the built-in digits at 16x16 with tiny budgets.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from engine.errors import SproutError
+from engine.jobs import RUN_ID_RE, Registry, new_run_id
+from engine.run import read_jsonl
+from engine.search import SearchConfig
+
+SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names", "image_size",
+                 "channels", "trials", "distances", "in_flight", "phase", "best", "final", "files", "log"}
+
+
+def _config(**kw) -> SearchConfig:
+    base = dict(budget_s=50, searcher="random", seed=0, image_size=16, max_epochs=2)
+    base.update(kw)
+    return SearchConfig(**base)
+
+
+def _wait_for(predicate, timeout: float, every: float = 0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    registry = Registry(root, max_active=2)
+    a = registry.start("sample", _config(searcher="random", seed=1))
+    b = registry.start("sample", _config(searcher="bfs", seed=2))
+    refused = None
+    try:
+        registry.start("sample", _config())
+    except SproutError as exc:
+        refused = str(exc)
+    live = [registry.snapshot(a)]
+    # a snapshot while training shows the trial in flight with its progress
+    in_flight = _wait_for(lambda: (registry.snapshot(a)["in_flight"] or {}).get("n_batches") and registry.snapshot(a), 90)
+    assert registry.wait(a, 180) and registry.wait(b, 180)
+    return registry, root, a, b, refused, live + [in_flight]
+
+
+def test_a_third_run_is_refused(two_runs):
+    _, _, _, _, refused, _ = two_runs
+    assert refused == "Two searches are already running; wait for one to finish or stop it."
+
+
+def test_two_runs_at_once_do_not_mix(two_runs):
+    registry, root, a, b, _, _ = two_runs
+    assert a != b and RUN_ID_RE.match(a) and RUN_ID_RE.match(b)
+    for run_id, searcher in ((a, "random"), (b, "bfs")):
+        snap = registry.snapshot(run_id)
+        assert snap["status"] == "done", snap["error"]
+        assert snap["searcher"] == searcher and snap["run_id"] == run_id
+        records = read_jsonl(root / run_id / "trials.jsonl")
+        assert len(records) >= 1
+        assert [t["id"] for t in snap["trials"]] == [r["id"] for r in records] == [str(i) for i in range(len(records))]
+        for trial, record in zip(snap["trials"], records):
+            assert trial["val_accuracy"] == record["val_accuracy"] and trial["fingerprint"] == record["fingerprint"]
+            saved = json.loads((root / run_id / "trials" / record["id"] / "architecture.json").read_text())
+            assert saved["layers"] == trial["architecture"]["layers"]
+        ok = [r["id"] for r in records if r["status"] == "ok"]
+        matrix = np.array(snap["distances"]["matrix"])
+        assert snap["distances"]["ids"] == ok and matrix.shape == (len(ok), len(ok))
+        assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 0)
+        assert snap["final"]["test_accuracy"] is not None and (root / run_id / "best_model.keras").exists()
+        assert snap["files"]["keras"] == str(root / run_id / "best_model.keras")
+        assert snap["best"]["trial_id"] in ok and snap["in_flight"] is None
+    listed = {r["run_id"]: r for r in registry.list_runs()}
+    assert {a, b} <= listed.keys() and listed[a]["status"] == "done" and listed[b]["searcher"] == "bfs"
+
+
+def test_snapshots_are_plain_json_and_copies(two_runs):
+    registry, _, a, _, _, live = two_runs
+    for snap in live + [registry.snapshot(a)]:
+        assert SNAPSHOT_KEYS <= snap.keys()
+        json.dumps(snap, allow_nan=False)
+    first, in_flight = live
+    assert first["status"] in ("starting", "running")
+    progress = in_flight["in_flight"]
+    assert progress["trial_id"] is not None and progress["n_batches"] > 0 and progress["max_epochs"] >= 1
+    assert 0 <= progress["epoch"] <= progress["max_epochs"]
+    snap = registry.snapshot(a)
+    snap["trials"].clear()
+    assert registry.snapshot(a)["trials"], "a snapshot is a copy"
+
+
+def test_a_restarted_server_lists_runs_from_disk_read_only(two_runs):
+    registry, root, a, b, _, _ = two_runs
+    fresh = Registry(root)
+    listed = {r["run_id"]: r for r in fresh.list_runs()}
+    assert {a, b} <= listed.keys()
+    assert listed[a]["status"] == "done" and listed[a]["searcher"] == "random"
+    assert listed[a]["best_val_accuracy"] == registry.snapshot(a)["best"]["val_accuracy"]
+    old, rebuilt = registry.snapshot(a), fresh.snapshot(a)
+    json.dumps(rebuilt, allow_nan=False)
+    assert SNAPSHOT_KEYS <= rebuilt.keys() and rebuilt["status"] == "done"
+    assert [t["id"] for t in rebuilt["trials"]] == [t["id"] for t in old["trials"]]
+    assert rebuilt["distances"] == old["distances"]
+    assert rebuilt["final"]["test_accuracy"] == old["final"]["test_accuracy"]
+    assert rebuilt["class_names"] == old["class_names"] and rebuilt["image_size"] == 16
+    fresh.stop(a)  # nothing runs here: a no-op
+
+
+def test_stop_ends_a_run_quickly_with_a_usable_model(tmp_path):
+    import keras
+
+    registry = Registry(tmp_path / "runs")
+    run_id = registry.start("sample", _config(budget_s=600, max_epochs=40))
+    _wait_for(lambda: any(t["status"] == "ok" for t in registry.snapshot(run_id)["trials"]), 150)
+    _wait_for(lambda: registry.snapshot(run_id)["in_flight"], 60)
+    t0 = time.monotonic()
+    registry.stop(run_id)
+    assert registry.wait(run_id, 60)
+    assert time.monotonic() - t0 < 30
+    snap = registry.snapshot(run_id)
+    assert snap["status"] == "stopped" and snap["error"] is None
+    assert any("stop requested" in line for line in snap["log"])
+    model = keras.models.load_model(snap["files"]["keras"])
+    assert model.predict(np.zeros((1, 16, 16, 1), np.uint8), verbose=0).shape == (1, 10)
+    assert snap["final"]["test_accuracy"] is not None
+
+
+def test_a_run_with_bad_data_fails_with_its_reason(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    registry = Registry(tmp_path / "runs")
+    run_id = registry.start(empty, _config())
+    assert registry.wait(run_id, 60)
+    snap = registry.snapshot(run_id)
+    assert snap["status"] == "failed" and snap["error"] and "\n" not in snap["error"]
+    json.dumps(snap, allow_nan=False)
+
+
+def test_bad_requests_are_refused(tmp_path):
+    registry = Registry(tmp_path / "runs")
+    for bad in ("../etc", "x", "", None, "20250101-000000-zzzzzz"):
+        with pytest.raises(SproutError):
+            registry.snapshot(bad)
+    with pytest.raises(SproutError):
+        registry.stop(new_run_id())
+    with pytest.raises(SproutError, match="no data"):
+        registry.start(tmp_path / "missing", _config())
+    with pytest.raises(SproutError, match="budget"):
+        registry.start("sample", _config(budget_s=0))
+    assert registry.list_runs() == []
+    assert RUN_ID_RE.match(new_run_id())
+
+
+def test_an_interrupted_run_on_disk_is_listed_and_can_be_resumed(tmp_path, monkeypatch):
+    from engine import trainer
+    from engine.run import atomic_write_json
+    from engine.search import run_search
+    from tests.test_search import FakeTrainer
+
+    monkeypatch.setattr(trainer, "train", FakeTrainer())
+    root = tmp_path / "runs"
+    run_id = new_run_id()
+    out = root / run_id
+    run_search("sample", out, _config(budget_s=60, max_trials=4))
+    # as if the server died during trial 2: no summary, state in the search phase
+    for name in ("summary.json", "best_model.keras"):
+        (out / name).unlink()
+    lines = (out / "trials.jsonl").read_text().splitlines(keepends=True)
+    (out / "trials.jsonl").write_text("".join(lines[:2]))
+    state = json.loads((out / "state.json").read_text())
+    state.update(phase="search", in_flight={"trial_id": "2", "parent_id": "0"}, pid=2**22 + 12345)
+    atomic_write_json(out / "state.json", state)
+
+    registry = Registry(root)
+    [listed] = registry.list_runs()
+    assert listed["run_id"] == run_id and listed["status"] == "stopped" and listed["live"] is False
+    snap = registry.snapshot(run_id)
+    assert snap["status"] == "stopped" and "interrupted" in snap["error"] and len(snap["trials"]) == 2
+    assert registry.resume(run_id) == run_id
+    assert registry.wait(run_id, 60)
+    snap = registry.snapshot(run_id)
+    assert snap["status"] == "done", snap["error"]
+    assert [t["id"] for t in snap["trials"]] == ["0", "1", "2", "3"]
+    assert snap["final"]["test_accuracy"] is not None and (out / "best_model.keras").exists()
+    with pytest.raises(SproutError, match="already finished"):
+        registry.resume(run_id)

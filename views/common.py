@@ -1,0 +1,310 @@
+"""What every page shares: the one Registry of runs, the chosen data and run, navigation.
+
+The chosen data (``data``: an upload folder's name or ``sample``) and run (``run``: a run
+id) live in ``st.session_state`` and are mirrored into ``st.query_params`` by
+:func:`sync_state` (called by app.py on every rerun), so a reload or a second tab with the
+same address finds them again, and switching pages (which clears the query string) does
+not lose them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine import paths
+from engine.errors import SproutError
+
+PAGES = {
+    "data": "views/data.py",
+    "search": "views/search.py",
+    "results": "views/results.py",
+    "try": "views/try_it.py",
+    "how": "views/how.py",
+}
+STATE_KEYS = ("data", "run", "size")
+SAMPLE = "sample"
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
+ACTIVE = ("starting", "running", "finishing")
+
+
+# ----- shared, process-wide objects ---------------------------------------------------
+def keep_keras_state() -> None:
+    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
+
+    Streamlit does that (``script_runner._clean_problem_modules``) for apps that build models
+    in the script. Sprout trains in a background thread instead, and clearing Keras' global
+    state under it at each live refresh (every second) forced TensorFlow to retrace and made
+    training about ten times slower. Matplotlib, the function's other target, is not used.
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    script_runner._clean_problem_modules = _no_cleanup
+
+
+def _no_cleanup() -> None:
+    pass
+
+
+@st.cache_resource(show_spinner=False)
+def registry():
+    """The process-wide registry of search runs (thread-safe; shared by every session)."""
+    from engine.jobs import Registry
+
+    return Registry(paths.runs_dir())
+
+
+@st.cache_resource(show_spinner="Checking this computer…")
+def device_name() -> str:
+    from engine import trainer
+
+    return trainer.device_name()
+
+
+# ----- state that survives reloads ----------------------------------------------------
+def sync_state() -> None:
+    """Query string -> session (a reload or a shared link) and session -> query string
+    (after a page switch cleared it). Unsafe values are dropped."""
+    for key in STATE_KEYS:
+        from_url = st.query_params.get(key)
+        if from_url and _TOKEN.match(from_url):
+            st.session_state[key] = from_url
+        elif from_url:
+            del st.query_params[key]
+        value = st.session_state.get(key)
+        if value and st.query_params.get(key) != value:
+            st.query_params[key] = value
+
+
+def forget_finished_run() -> None:
+    """New data was chosen: stop showing a finished run (a running one stays on show)."""
+    if not is_active(snapshot(get_state("run"))):
+        set_state("run", None)
+
+
+def set_state(key: str, value: str | None) -> None:
+    """Choose (or forget) the data, run or image size, in the session and the address."""
+    if key == "run" and value != st.session_state.get("run"):
+        st.session_state.pop("selected", None)  # the network clicked in another run's tree
+    if value:
+        st.session_state[key] = value
+        st.query_params[key] = value
+    else:
+        st.session_state.pop(key, None)
+        if key in st.query_params:
+            del st.query_params[key]
+
+
+def get_state(key: str) -> str | None:
+    return st.session_state.get(key)
+
+
+def chosen_size() -> int | None:
+    """The image size picked on the data page (None: the one the data suggests)."""
+    size = get_state("size")
+    return int(size) if size and size.isdigit() else None
+
+
+def go(page: str) -> None:
+    """Switch page keeping the chosen data and run in the address."""
+    st.switch_page(PAGES[page], query_params={k: st.session_state[k] for k in STATE_KEYS if st.session_state.get(k)})
+
+
+def page_button(label: str, page: str, key: str, primary: bool = True, icon: str | None = None) -> None:
+    if st.button(label, key=key, type="primary" if primary else "secondary", icon=icon):
+        go(page)
+
+
+# ----- data sources -------------------------------------------------------------------
+def new_upload_dir() -> Path:
+    """A fresh, server-named folder for one upload."""
+    name = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    folder = paths.uploads_dir() / name
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def source_of(token: str | None):
+    """What engine.data.load takes for a data token: "sample" or the upload folder."""
+    if not token:
+        return None
+    if token == SAMPLE:
+        return SAMPLE
+    if not _TOKEN.match(token):
+        raise SproutError("That data set's name is not valid. Please upload it again.")
+    folder = paths.uploads_dir() / token
+    if not folder.is_dir():
+        raise SproutError("That upload is no longer on this server. Please upload the images again.")
+    return folder
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def load_report(token: str, image_size: int | None = None, per_class: int = 6) -> tuple[dict, dict[str, list[np.ndarray]]]:
+    """The data report (as a dict) and a few decoded thumbnails per class (as the network sees them)."""
+    from engine import data
+
+    ds = data.load(source_of(token), image_size=image_size)
+    thumbs: dict[str, list[np.ndarray]] = {}
+    for k, name in enumerate(ds.class_names):
+        idx = np.flatnonzero(ds.labels == k)[:per_class]
+        thumbs[name] = [to_display(ds.images[i]) for i in idx]
+    return ds.report.to_dict(), thumbs
+
+
+def to_display(img: np.ndarray) -> np.ndarray:
+    """(S, S, 1) greyscale to (S, S) for st.image; RGB unchanged."""
+    return img[:, :, 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+
+
+def data_label(token: str | None, report: dict | None = None) -> str:
+    if token == SAMPLE:
+        return "the built-in sample (handwritten digits)"
+    if report and report.get("classes"):
+        return f"your {report['n_images']:,} images in {len(report['classes'])} classes"
+    return "your images"
+
+
+# ----- runs ---------------------------------------------------------------------------
+def snapshot(run_id: str | None) -> dict | None:
+    """The run's snapshot, or None when there is no such run (the id is then forgotten)."""
+    if not run_id:
+        return None
+    try:
+        return registry().snapshot(run_id)
+    except (KeyError, FileNotFoundError, SproutError):
+        set_state("run", None)
+        return None
+
+
+def is_active(snap: dict | None) -> bool:
+    return bool(snap) and snap.get("status") in ACTIVE
+
+
+STATUS_WORDS = {
+    "starting": ("Getting ready", ":material/hourglass_top:"),
+    "running": ("Searching", ":material/eco:"),
+    "finishing": ("Finishing: testing the best network", ":material/science:"),
+    "done": ("Finished", ":material/check_circle:"),
+    "stopped": ("Stopped", ":material/stop_circle:"),
+    "failed": ("Something went wrong", ":material/warning:"),
+}
+
+
+def status_words(snap: dict) -> str:
+    words, icon = STATUS_WORDS.get(snap.get("status"), (str(snap.get("status")), ":material/circle:"))
+    return f"{icon} {words}"
+
+
+@st.cache_data(ttl=3, show_spinner=False)
+def _list_runs() -> list[dict]:
+    """Registry.list_runs (reads every run folder on disk), at most every 3 s."""
+    try:
+        return registry().list_runs()
+    except Exception:  # noqa: BLE001 - a broken runs folder must not take the page down
+        return []
+
+
+def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
+    """A select box of runs (newest first) when there are several; returns the chosen snapshot.
+
+    With no run chosen yet, a running search is chosen (a new tab reattaches to it)."""
+    runs = _list_runs()
+    current = get_state("run")
+    ids = [r["run_id"] for r in sorted(runs, key=lambda r: str(r.get("created") or ""), reverse=True)]
+    if current and current not in ids:
+        ids.insert(0, current)
+    if len(ids) > 1:
+        def fmt(rid: str) -> str:
+            r = next((x for x in runs if x["run_id"] == rid), {})
+            acc = r.get("best_val_accuracy")
+            acc_text = f" · best {acc:.0%}" if isinstance(acc, (int, float)) else ""
+            return f"{rid} · {r.get('searcher', '')} · {r.get('status', '')}{acc_text}"
+
+        choice = st.selectbox(label, ids, index=ids.index(current) if current in ids else None, format_func=fmt,
+                              key=key, placeholder="Choose an earlier search")
+        if choice is not None and choice != current:
+            set_state("run", choice)
+            current = choice
+    elif not current:
+        live = [r["run_id"] for r in runs if r.get("status") in ACTIVE]
+        if live:  # a new tab finds the search that is running
+            set_state("run", live[0])
+            current = live[0]
+    return snapshot(current)
+
+
+def empty_state(message: str, button_label: str | None = None, page: str | None = None, key: str = "empty_go") -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {message}")
+        if button_label and page:
+            page_button(button_label, page, key=key)
+
+
+# ----- a run's files and data ---------------------------------------------------------
+def run_dir(snap: dict) -> Path:
+    return Path(snap.get("run_dir") or (paths.runs_dir() / snap["run_id"]))
+
+
+def run_dataset_info(snap: dict) -> dict:
+    """dataset.json of a run: source, image size, channels, split indices ({} when missing)."""
+    from engine.run import RunFolder
+
+    try:
+        return RunFolder(run_dir(snap)).read_dataset() or {}
+    except (OSError, ValueError):
+        return {}
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _dataset(source: str, image_size: int, channels: int):
+    from engine import data
+
+    return data.load(source, image_size=image_size, channels=channels)
+
+
+def run_images(snap: dict, indices: list[int]) -> list[np.ndarray] | None:
+    """Images (S, S, C) of the run's data set by index, as the network sees them (None when the data is gone)."""
+    info = run_dataset_info(snap)
+    if not info.get("source"):
+        return None
+    try:
+        ds = _dataset(info["source"], int(info["image_size"]), int(info["channels"]))
+    except SproutError:
+        return None
+    return [ds.images[i] for i in indices if 0 <= i < len(ds.images)]
+
+
+def run_test_indices(snap: dict) -> list[int]:
+    return list((run_dataset_info(snap).get("split") or {}).get("test") or [])
+
+
+@st.cache_resource(show_spinner="Loading the network…", max_entries=4)
+def _model(path: str, mtime: float):
+    from engine.export import load_model
+
+    return load_model(path)
+
+
+def run_model(snap: dict):
+    """The run's final Keras model (cached), or None when it has none yet."""
+    path = (snap.get("files") or {}).get("keras")
+    if not path or not Path(path).exists():
+        return None
+    return _model(path, Path(path).stat().st_mtime)
+
+
+def run_labels(snap: dict) -> dict:
+    """The final model's classes (labels.json, in output order) with the run's image size and channels:
+    ``{"labels", "image_size", "channels"}``."""
+    from engine.search import read_labels
+
+    path = (snap.get("files") or {}).get("labels")
+    found = (read_labels(path) if path else None) or {}
+    return {"labels": found.get("labels") or list(snap.get("class_names") or []),
+            "image_size": found.get("image_size") or snap.get("image_size"),
+            "channels": found.get("channels") or snap.get("channels")}

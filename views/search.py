@@ -1,0 +1,250 @@
+"""The Search page: start a search, and watch it happen (tree, distances, curves, the trial in flight)."""
+
+import streamlit as st
+
+from engine import figures
+from engine.errors import SproutError
+from views.common import (
+    chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry, run_picker,
+    set_state, snapshot, source_of, status_words,
+)
+
+SEARCHERS = {
+    "bayesian": "Smart (Bayesian): predicts which network to try next",
+    "random": "Random: grows a random earlier network (for comparison)",
+    "bfs": "Breadth-first: tries every small change in turn (for comparison)",
+}
+CHART_CONFIG = {"displayModeBar": False, "scrollZoom": False}
+LIVE_REFRESH_S = 1.0  # how often the live view refreshes while a search runs
+
+st.title("Search")
+st.html('<p class="sprout-hero">Sprout tries network after network. Each new one grows out of an earlier one, '
+        "keeps what it learnt, and is trained a little more. A prediction model chooses the most promising "
+        "change each time.</p>")
+
+token = get_state("data")
+snap = run_picker("Search run")
+active = is_active(snap)
+
+
+# ----- start a new search ---------------------------------------------------------------
+def start_form() -> None:
+    if not token:
+        empty_state("First choose your images: drop a folder or try the sample.", "Choose images", "data",
+                    key="to_data")
+        return
+    try:
+        report, _ = load_report(token, chosen_size())
+    except SproutError as exc:
+        st.error(f"These images cannot be used: {exc}", icon=":material/error:")
+        return
+    with st.container(border=True):
+        st.html('<span class="sprout-step">Step 3 · start the search</span>')
+        st.caption(f"Searching on {data_label(token, report)}, resized to "
+                   f"{report['image_size']}×{report['image_size']} pixels.")
+        c1, c2 = st.columns([2, 3])
+        minutes = c1.number_input("Time budget (minutes)", min_value=1, max_value=240, value=5, step=1,
+                                  key="budget_min", help="The search, the final test and the export all fit in this time.")
+        searcher = c2.selectbox("How to choose the next network", list(SEARCHERS), format_func=SEARCHERS.get,
+                                key="searcher")
+        with st.expander("Advanced settings"):
+            a1, a2, a3 = st.columns(3)
+            epochs = a1.number_input("Most epochs per network", min_value=1, max_value=50, value=6, key="epochs",
+                                     help="An epoch is one pass over the training images. Training stops early "
+                                          "when a network stops improving.")
+            seed = a2.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=0, key="seed",
+                                   help="The same seed, data and settings give the same split and choices.")
+            budget_s = a3.number_input("…or a budget in seconds", min_value=0, max_value=4 * 3600, value=0, step=10,
+                                       key="budget_s", help="For quick tries: overrides the minutes when above 0.")
+        st.caption(f":material/memory: Runs on: **{snap.get('device') if snap else device_name()}**")
+        if st.button("Start the search", type="primary", icon=":material/play_arrow:", key="start"):
+            from engine.search import SearchConfig
+
+            config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
+                                  image_size=int(report["image_size"]), max_epochs=int(epochs))
+            try:
+                run_id = registry().start(source_of(token), config)
+            except SproutError as exc:
+                st.error(str(exc), icon=":material/error:")
+                return
+            set_state("run", run_id)
+            st.rerun()
+
+
+if not active:
+    start_form()
+if not snap:
+    if token:
+        st.caption("The tree of networks, their distances and accuracies will appear here while the search runs.")
+    st.stop()
+
+
+# ----- watch it --------------------------------------------------------------------------
+def _select_from(key: str) -> None:
+    trial = figures.selected_trial(st.session_state.get(key))
+    if trial is not None:
+        st.session_state.selected = trial
+
+
+def _cached(name: str, signature, build):
+    """Rebuild a figure only when what it shows changed (keeps the chart and its state still)."""
+    cache = st.session_state.setdefault("_fig_cache", {})
+    hit = cache.get(name)
+    if hit is None or hit[0] != signature:
+        hit = cache[name] = (signature, build())
+    return hit[1]
+
+
+def status_row(snap: dict) -> None:
+    trials = snap.get("trials", [])
+    ok = figures.ok_trials(snap)
+    best = snap.get("best") or {}
+    elapsed, budget = snap.get("elapsed_s") or 0.0, snap.get("budget_s") or 0.0
+    head, stop_col = st.columns([5, 1], vertical_alignment="center")
+    head.subheader(status_words(snap), anchor=False)
+    if is_active(snap):
+        if stop_col.button("Stop", icon=":material/stop:", key="stop", help="Stops now and keeps the best network so far"):
+            registry().stop(snap["run_id"])
+            st.toast("Stopping… the best network so far is being tested and saved.", icon=":material/stop_circle:")
+    if snap.get("status") == "failed" and snap.get("error"):
+        st.error(snap["error"], icon=":material/error:")
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric(f"Time used (budget {figures.fmt_duration(budget)})", figures.fmt_duration(elapsed))
+    c2.metric("Networks trained", f"{len(ok)}" + (f" (+{len(trials) - len(ok)} failed)" if len(trials) > len(ok) else ""))
+    c3.metric("Best validation accuracy", f"{best['val_accuracy']:.1%}" if best.get("val_accuracy") is not None else "–",
+              help="Share of the held-back validation images the best network gets right.")
+    c4.metric("Device", snap.get("device") or "–")
+    if budget and is_active(snap):
+        st.progress(min(1.0, elapsed / budget), text=f"{figures.fmt_duration(max(0.0, budget - elapsed))} left")
+
+
+def in_flight_card(snap: dict) -> None:
+    flight = snap.get("in_flight")
+    if not flight:
+        return
+    with st.container(border=True):
+        epoch, max_epochs = flight.get("epoch") or 0, flight.get("max_epochs") or 1
+        batch, n_batches = flight.get("batch") or 0, flight.get("n_batches") or 0
+        done = (epoch + (batch / n_batches if n_batches else 0)) / max_epochs if epoch < max_epochs else 1.0
+        if flight.get("trial_id") == figures.FINAL:
+            st.markdown("**Last step: training the best network once more on all its images**")
+            st.progress(min(1.0, done), text=f"epoch {min(epoch + 1, max_epochs)} of {max_epochs}")
+            return
+        parent = flight.get("parent_id")
+        prop = flight.get("proposal") or {}
+        what = figures.operations_text(prop.get("operations")) if prop else ""
+        title = f"**Now training network #{flight.get('trial_id')}**"
+        if parent is not None:
+            title += f" · grown from #{parent}" + (f": {what}" if what else "")
+        else:
+            title += " · a starting network"
+        st.markdown(title)
+        st.progress(min(1.0, done), text=f"epoch {min(epoch + 1, max_epochs)} of {max_epochs}"
+                    + (f" · batch {batch} of {n_batches}" if n_batches else ""))
+        if prop.get("reason") or prop.get("mean") is not None:
+            bits = []
+            if prop.get("mean") is not None:
+                bits.append(f"predicted accuracy **{prop['mean']:.1%} ± {(prop.get('sigma') or 0):.1%}**")
+            if prop.get("ucb") is not None:
+                bits.append(f"optimistic score (UCB) **{prop['ucb']:.3f}**")
+            st.markdown(f":material/lightbulb: **Why this one?** {prop.get('reason') or ''}  \n" + " · ".join(bits))
+
+
+def network_panel(snap: dict, trial_id: str | None) -> None:
+    trial = figures.trial_by_id(snap, trial_id)
+    if trial is None:
+        best = (snap.get("best") or {}).get("trial_id")
+        trial = figures.trial_by_id(snap, best)
+        if trial is None:
+            st.info("Click a network in the tree to see it drawn layer by layer.", icon=":material/touch_app:")
+            return
+        st.caption("Showing the best network; click another one in the tree.")
+    st.subheader(f"Network #{trial['id']}", anchor=False)
+    acc = trial.get("val_accuracy")
+    facts = [f"{acc:.1%} validation accuracy" if acc is not None else f"{trial.get('status')}"]
+    if trial.get("n_params") is not None:
+        facts.append(f"{int(trial['n_params']):,} weights")
+    if trial.get("seconds") is not None:
+        facts.append(f"trained {figures.fmt_duration(trial['seconds'])}")
+    st.caption(" · ".join(facts))
+    st.caption(f"`{trial.get('summary', '')}`")
+    if trial.get("parent_id") is not None:
+        st.caption(f"Grown from #{trial['parent_id']}: {trial.get('description') or 'changed'}")
+    if trial.get("error"):
+        st.warning(trial["error"], icon=":material/warning:")
+    pred = trial.get("prediction") or {}
+    if pred.get("reason"):
+        st.caption(f":material/lightbulb: {pred['reason']}")
+    arch = trial.get("architecture")
+    if arch:
+        with st.container(height=420, border=False):
+            st.graphviz_chart(_cached("dot", (snap["run_id"], trial["id"]), lambda: figures.network_dot(arch)))
+
+
+@st.fragment(run_every=LIVE_REFRESH_S if active else None)
+def live() -> None:
+    run_id = get_state("run")
+    snap = snapshot(run_id)
+    if snap is None:
+        st.rerun()
+    if active and not is_active(snap):
+        st.rerun()  # the run ended: redraw the whole page in its final state
+    status_row(snap)
+    in_flight_card(snap)
+
+    trials = snap.get("trials", [])
+    flight = snap.get("in_flight") or {}
+    selected = st.session_state.get("selected")
+    tree_sig = (run_id, len(trials), flight.get("trial_id"), selected, (snap.get("best") or {}).get("trial_id"))
+
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        st.subheader("The tree of networks", anchor=False)
+        st.caption("Each dot is a trained network, coloured by accuracy (★ = best). Lines show which network "
+                   "it grew from; hover a line for the change. Click a dot to see that network.")
+        st.plotly_chart(_cached("tree", tree_sig, lambda: figures.tree_figure(snap, selected=selected)),
+                        key="tree", on_select=lambda: _select_from("tree"), selection_mode="points",
+                        config=CHART_CONFIG)
+    with right:
+        network_panel(snap, selected)
+
+    view = st.segmented_control("Show", ["Accuracy", "Curves per network", "How different they are", "Predictions"],
+                                default="Accuracy", key="view", label_visibility="collapsed")
+    sig = (run_id, len(trials), selected)
+    if view == "Curves per network":
+        st.caption("Validation accuracy after each epoch, one line per network. The selected network is drawn "
+                   "thick, with its training accuracy dashed.")
+        st.plotly_chart(_cached("curves", sig, lambda: figures.curves_figure(snap, highlight=selected)),
+                        key="curves", config=CHART_CONFIG)
+    elif view == "How different they are":
+        st.caption("Sprout measures how many small changes turn one network into another (an *edit distance*). "
+                   "Networks that are close tend to score alike: that is how it predicts untried ones.")
+        h, m = st.columns(2)
+        with h:
+            st.markdown("**Distance between every pair**")
+            st.plotly_chart(_cached("heat", sig[:2], lambda: figures.distance_heatmap(snap)), key="heat",
+                            config=CHART_CONFIG)
+        with m:
+            st.markdown("**A map of the networks** (close = similar)")
+            st.plotly_chart(_cached("mds", sig, lambda: figures.mds_figure(snap, selected=selected)), key="mds",
+                            on_select=lambda: _select_from("mds"), selection_mode="points", config=CHART_CONFIG)
+    elif view == "Predictions":
+        st.caption("Before training a network, Sprout predicts its accuracy (± its uncertainty). Points near the "
+                   "dashed line were good guesses.")
+        st.plotly_chart(_cached("pred", sig[:2], lambda: figures.prediction_figure(snap)), key="pred",
+                        config=CHART_CONFIG)
+    else:
+        st.caption("Each network's validation accuracy when it finished, and the best so far.")
+        st.plotly_chart(_cached("progress", sig[:2] + (round((snap.get("elapsed_s") or 0) / 15),),
+                                lambda: figures.progress_figure(snap)), key="progress", config=CHART_CONFIG)
+
+    if snap.get("log"):
+        with st.expander("Search log"):
+            st.code("\n".join(snap["log"][-30:]), language=None)
+    if snap.get("status") in ("done", "stopped") and snap.get("final"):
+        st.success(f"Done! The best network scores **{snap['final']['test_accuracy']:.1%}** on test images "
+                   "it never saw during the search.", icon=":material/celebration:")
+        page_button("See the results", "results", key="to_results", icon=":material/emoji_events:")
+
+
+live()
