@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "(the machine is shared: when its load is above its CPU count, wall time exceeds CPU time). "
         "Trained networks: distinct random morph chains (1-8 steps) of the seed CNN for 32x32x3 inputs. "
         "Acquisition: default schedule (T 1 -> 1e-4, decay 0.9, 8 children per expansion, at most "
-        "4 morphisms from a trained network), no time cap.",
+        "2 morphisms from a trained network), no time cap.",
         "",
         "| trained | distance matrix | + one trial (one row) | GP fit | acquisition | jitter used | proposal steps |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -65,7 +65,7 @@ def optimize_acquisition(
     decay: float = 0.9,
     t_low: float = 1e-4,
     max_children: int = 8,
-    max_steps: int = 4,
+    max_steps: int = 2,
     anneal: str = "expand",
     time_cap_s: float | None = None,
     stop: threading.Event | None = None,
@@ -86,9 +86,10 @@ def optimize_acquisition(
     probability, so as T falls the queue drains back to the trained networks and their
     other branches get explored instead of only the incumbent's descendants.
 
-    Nodes ``max_steps`` morphisms away from their trained ancestor are not expanded: far
-    from the data the GP's uncertainty, hence UCB, keeps growing, and without a bound the
-    annealing dives dozens of morphisms deep into networks nobody can judge.
+    Nodes ``max_steps`` morphisms away from their trained ancestor are scored but not
+    queued (so every annealing step is an expansion): far from the data the GP's
+    uncertainty, hence UCB, keeps growing, and without a bound the annealing dives dozens of
+    morphisms deep into networks nobody can judge.
 
     Returns the best-UCB candidate found as a :class:`Proposal`; if none was found, a fresh
     random morph of the best trained network; ``None`` when not even that gives anything new.
@@ -118,7 +119,7 @@ def optimize_acquisition(
     with blas_single_thread():
         while heap and temperature >= t_low and not must_stop():
             _, _, node = heapq.heappop(heap)
-            expand = node.steps < max_steps and (anneal == "push" or rng.random() < _accept(node.key, best_acq, temperature))
+            expand = anneal == "push" or rng.random() < _accept(node.key, best_acq, temperature)
             if expand:
                 children, encodings = _expand(node.arch, rng, limits, max_children, morph, seen_fp, seen_dk, must_stop)
                 if children:
@@ -126,7 +127,8 @@ def optimize_acquisition(
                     scores = ucb(mean, std, beta)
                     for child, m, s, u in zip(children, mean, std, scores):
                         child_node = _Node(child, float(u), float(m), float(s), node.steps + 1)
-                        if anneal == "expand" or rng.random() < _accept(float(u), best_acq, temperature):
+                        queue = child_node.steps < max_steps  # a leaf can win, but is never expanded
+                        if queue and (anneal == "expand" or rng.random() < _accept(float(u), best_acq, temperature)):
                             heapq.heappush(heap, (-float(u), next(counter), child_node))
                         if u > best_acq:
                             best, best_acq = child_node, float(u)

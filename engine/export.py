@@ -67,8 +67,9 @@ def _saved_model(model, folder: Path, fmt: str) -> None:
     except Exception as e:
         if keras.backend.backend() == "tensorflow":
             raise
+        first = str(e).splitlines()[0] if str(e) else ""
         raise SproutError(f"the {keras.backend.backend()} backend could not export a SavedModel "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); export as keras instead") from e
+                          f"({type(e).__name__}: {first}); export as keras instead") from e
 
 
 def _zip_folder(folder: Path, zip_path: Path, root_name: str) -> None:

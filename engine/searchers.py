@@ -292,7 +292,7 @@ class BayesianSearcher(Searcher):
 
     def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, beta: float = 2.576,
                  t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4, max_children: int = 8,
-                 max_steps: int = 4, anneal: str = "expand", time_cap_s: float | None = None, lam: float = 1.0,
+                 max_steps: int = 2, anneal: str = "expand", time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark") -> None:
         super().__init__(seed, limits, morph)
         self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,

@@ -11,14 +11,20 @@ escape.
 Data. The arrays are the data module's cached uint8 images ``(n, h, w, c)`` and integer
 labels. Each epoch visits them in a fresh random order through :class:`Batches`, a
 ``keras.utils.PyDataset`` that gathers one batch at a time by index, so neither an epoch
-nor a trial copies the data set (passing the arrays to ``fit`` would convert the whole
-array into a backend tensor once per trial, and on TensorFlow it was also slower here:
-see ``bench/trainer.py``). The model itself rescales the uint8 pixels.
+nor a trial copies the data set. Passing the arrays to ``fit`` instead would convert the
+whole array into a backend tensor once per trial, for no speed: both fed the seed at
+~2000 images/s on this 2-core CPU (``bench/trainer.py``). The model itself rescales the
+uint8 pixels.
 
 Backends. Everything goes through backend-neutral Keras (``keras.ops``, PyDataset), so
 the same code trains on TensorFlow, JAX or PyTorch. What is backend-specific is set up
-once when this module is imported: TensorFlow gets memory growth on its GPUs and its
-thread pools sized for the CPU; JAX is asked not to preallocate GPU memory.
+once when this module is imported (TensorFlow: memory growth on its GPUs; JAX: no GPU
+memory preallocation) or guarded where it is used (:func:`_adam` works around a
+TensorFlow leak that otherwise cost ~12 MB per trial).
+
+Memory. Each trial builds its own model; train() clears the Keras session around it and
+collects garbage, and holds on to nothing but the weights it returns, so a long search
+stays flat (tests/test_trainer.py runs 15 trials and bounds the growth).
 
 Example (doctest skipped: it trains):
 
@@ -58,8 +64,9 @@ OOM_ERROR = "out of memory: the network is too large for this machine at this ba
 
 #: Least time between two ``on_batch`` reports (seconds); tests set it to 0.
 BATCH_REPORT_INTERVAL_S = 0.25
-#: Least time between two mid-epoch checks of the running loss for NaN (each one waits
-#: for the device, so not after every batch; every epoch end is checked as well).
+#: Least time between two mid-epoch checks of the running loss and the weights for
+#: NaN/inf (each one waits for the device, so not after every batch; every epoch end is
+#: checked as well).
 NAN_CHECK_INTERVAL_S = 2.0
 #: BatchNormalization's moving-average momentum while training (Keras' default is 0.99).
 #: A trial runs a few epochs; on a small data set that is a few dozen steps, after which
@@ -69,9 +76,9 @@ NAN_CHECK_INTERVAL_S = 2.0
 #: training setting only (the weights' format and inference are unchanged).
 BN_MOMENTUM = 0.9
 #: XLA compilation of the train step. Keras' "auto" turns it on where it helps (GPUs) and
-#: off on a CPU-only TensorFlow; forcing it on here cost 3x the CPU time per trial (20 s
-#: instead of 7 s for a 3-epoch seed trial on 2000 28x28 images: compiling, and no faster
-#: epochs after it; see bench/trainer.py).
+#: off on a CPU-only TensorFlow. Forced on, this 2-core CPU trained the 28x28 seed at
+#: ~690 images/s instead of ~2000, and the first epoch of every trial took 20 s instead
+#: of 2.5 s (bench/trainer.py).
 JIT_COMPILE: bool | str = "auto"
 #: Validation and prediction batches are this many times the training batch: inference
 #: keeps no activations for a backward pass, so it fits, and it is faster.
@@ -112,8 +119,9 @@ def _configure_backend() -> None:
     except RuntimeError as e:  # the runtime was already initialised by someone else
         log.warning("could not turn on GPU memory growth: %s", e)
     # TensorFlow's defaults (0 = "one thread per core" for both pools) measured as good as
-    # any explicit setting on 2 cores (bench/trainer.py: 0/0 and 2/2 alike, 2 intra + 1
-    # inter 20 % slower, 1/1 35 % slower); explicit values only when the environment asks.
+    # any explicit setting on 2 cores (bench/trainer.py: 0/0 best, 2/2 about the same,
+    # 2 intra + 1 inter ~20 % slower, 1/1 ~35 % slower); explicit values only when the
+    # environment asks (SPROUT_INTRA_OP_THREADS, SPROUT_INTER_OP_THREADS).
     try:
         intra = os.environ.get("SPROUT_INTRA_OP_THREADS")
         inter = os.environ.get("SPROUT_INTER_OP_THREADS")
@@ -238,7 +246,7 @@ def is_out_of_memory(error: BaseException) -> bool:
         if isinstance(error, MemoryError) or type(error).__name__ in ("ResourceExhaustedError", "OutOfMemoryError"):
             return True
         text = str(error).lower()
-        if "out of memory" in text or "resource_exhausted" in text or "resource exhausted" in text or "oom when" in text:
+        if any(words in text for words in ("out of memory", "resource_exhausted", "resource exhausted", "oom when")):
             return True
         error = error.__cause__ or error.__context__
     return False
@@ -258,7 +266,7 @@ def _weights_finite(model) -> bool:
     # One reduction per weight and one transfer: a NaN or inf anywhere makes the total
     # non-finite (so does a finite overflow past 1e38, which is divergence as well).
     ops = keras.ops
-    sums = [ops.sum(w) for w in model.weights]
+    sums = [ops.sum(w) for w in model.weights if "float" in str(w.dtype)]
     return bool(np.isfinite(ops.convert_to_numpy(ops.sum(ops.stack(sums))))) if sums else True
 
 
@@ -321,7 +329,8 @@ class _Monitor(keras.callbacks.Callback):
 # ----- training -------------------------------------------------------------------------
 def _check_arrays(arch: Architecture, x: np.ndarray, y: np.ndarray, what: str) -> None:
     if not isinstance(x, np.ndarray) or x.dtype != np.uint8 or x.shape[1:] != tuple(arch.input_shape):
-        raise ValueError(f"expected {what} images as a uint8 array of shape (n, {', '.join(map(str, arch.input_shape))}), "
+        shape = ", ".join(map(str, arch.input_shape))
+        raise ValueError(f"expected {what} images as a uint8 array of shape (n, {shape}), "
                          f"received {getattr(x, 'dtype', type(x))} {getattr(x, 'shape', '')}")
     if not isinstance(y, np.ndarray) or y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"expected {what} labels as an integer array of shape ({len(x)},), "
@@ -416,7 +425,8 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
             val_batches = Batches(x_val, y_val, config.batch_size * EVAL_BATCH_FACTOR)
             callbacks = [
                 _Monitor(len(train_batches), history, on_epoch, on_batch, stop),
-                keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config.patience), restore_best_weights=True),
+                keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(config.patience),
+                                              restore_best_weights=True),
             ]
             if stop is not None and stop.is_set():
                 raise _Stopped()
