@@ -17,6 +17,7 @@ from engine import export as ex  # noqa: E402
 from engine.architecture import build_model, seed_architecture  # noqa: E402
 from engine.errors import SproutError  # noqa: E402
 from engine.trainer import TrainConfig, predict, train  # noqa: E402
+from tests.digits import digits_16px  # noqa: E402
 
 LABELS = [f"digit {d}" for d in range(10)]
 needs_tf = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow exports")
@@ -25,13 +26,7 @@ needs_tf = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="T
 @pytest.fixture(scope="module")
 def trained():
     """The seed trained for two epochs on digits (16x16 uint8), and 300 held-out images."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.repeat(np.repeat((d.images / 16.0 * 255).astype(np.uint8), 2, 1), 2, 2)[..., None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(1).permutation(len(x))
-    x, y = x[order], y[order]
+    x, y = digits_16px(1)
     result = train(seed_architecture((16, 16, 1), 10), x[:1200], y[:1200], x[1200:1497], y[1200:1497],
                    TrainConfig(max_epochs=2, batch_size=32))
     assert result.status == "ok"

@@ -16,19 +16,14 @@ keras = pytest.importorskip("keras")
 from engine import trainer  # noqa: E402
 from engine.architecture import build_model, init_weights, seed_architecture  # noqa: E402
 from engine.trainer import NAN_ERROR, TrainConfig, evaluate, predict, train  # noqa: E402
+from tests.digits import digits_16px  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = np.repeat(np.repeat((d.images / 16.0 * 255).astype(np.uint8), 2, 1), 2, 2)[..., None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
+    x, y = digits_16px(0)
     return x[:1400], y[:1400], x[1400:], y[1400:]  # 1400 training, 397 validation images
 
 
