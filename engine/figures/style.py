@@ -1,0 +1,140 @@
+"""The look shared by every figure: one palette, the common Plotly layout, the blank
+"appears here" chart, and small helpers on trials, accuracies and durations used by several modules."""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any, Sequence
+
+import plotly.graph_objects as go
+
+# ----- one palette for the whole product ---------------------------------------------
+GREEN = "#2f9e64"       # Sprout's green: primary actions, good results
+DARK_GREEN = "#1b5e3c"
+LEAF = "#8fd19e"
+AMBER = "#f59f00"       # the trial in flight, warnings
+CORAL = "#e8590c"       # low accuracy
+GREY = "#adb5bd"        # failed or stopped trials
+INK = "#243b30"         # text
+GRID = "#e9ecef"
+FONT = "Inter, 'Source Sans Pro', 'Segoe UI', sans-serif"
+# Accuracy, low to high: coral -> amber -> leaf -> green.
+ACCURACY_SCALE = [[0.0, CORAL], [0.35, "#fcc419"], [0.7, LEAF], [1.0, DARK_GREEN]]
+
+KIND_STYLE = {  # kind -> (fill colour, display name)
+    "input": ("#dee2e6", "Image"),
+    "conv": ("#b2f2bb", "Conv"),
+    "bn": ("#e7f5ff", "BatchNorm"),
+    "relu": ("#fff3bf", "ReLU"),
+    "maxpool": ("#d0ebff", "MaxPool 2×2"),
+    "avgpool": ("#d0ebff", "AvgPool 2×2"),
+    "gap": ("#d0ebff", "GlobalAvgPool"),
+    "dense": ("#ffd8a8", "Dense"),
+    "dropout": ("#f1f3f5", "Dropout"),
+    "softmax": ("#ffc9c9", "Softmax"),
+    "add": ("#eebefa", "Add"),
+    "concat": ("#eebefa", "Concatenate"),
+}
+
+
+# ----- helpers ------------------------------------------------------------------------
+def _layout(fig: go.Figure, height: int = 380, **kwargs: Any) -> go.Figure:
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        font=dict(family=FONT, color=INK, size=13),
+        paper_bgcolor="rgba(0,0,0,0)",
+        plot_bgcolor="rgba(0,0,0,0)",
+        hoverlabel=dict(font=dict(family=FONT)),
+        **kwargs,
+    )
+    return fig
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}%"
+
+
+def ok_trials(snapshot: dict) -> list[dict]:
+    """The trials that trained successfully and have a validation accuracy."""
+    return [t for t in snapshot.get("trials", []) if t.get("status") == "ok" and t.get("val_accuracy") is not None]
+
+
+def trial_by_id(snapshot: dict, trial_id: str | None) -> dict | None:
+    for t in snapshot.get("trials", []):
+        if str(t.get("id")) == str(trial_id):
+            return t
+    return None
+
+
+def _accuracy_range(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return 0.0, 1.0
+    lo, hi = min(values), max(values)
+    if hi - lo < 0.02:  # all about the same: do not exaggerate tiny differences
+        mid = (lo + hi) / 2
+        lo, hi = max(0.0, mid - 0.05), min(1.0, mid + 0.05)
+    return lo, hi
+
+
+def empty_figure(message: str, height: int = 300) -> go.Figure:
+    """A blank chart that says what will appear there."""
+    fig = go.Figure()
+    fig.add_annotation(text=message, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=15, color="#868e96"))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, height=height)
+
+
+def _scale_colour(value: float | None, lo: float, hi: float) -> str:
+    if value is None:
+        return GREY
+    f = 0.5 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    for (f0, c0), (f1, c1) in zip(ACCURACY_SCALE, ACCURACY_SCALE[1:]):
+        if f <= f1:
+            w = 0.0 if f1 == f0 else (f - f0) / (f1 - f0)
+            a = [int(c0[k:k + 2], 16) for k in (1, 3, 5)]
+            b = [int(c1[k:k + 2], 16) for k in (1, 3, 5)]
+            return "#" + "".join(f"{round(x + (y - x) * w):02x}" for x, y in zip(a, b))
+    return ACCURACY_SCALE[-1][1]
+
+
+def _trial_hover(t: dict) -> str:
+    head = f"<b>Trial #{t['id']}</b>"
+    if t.get("status") == "ok":
+        head += f" · {_pct(t.get('val_accuracy'))} val accuracy"
+    else:
+        head += f" · {t.get('status', '?')}" + (f": {html.escape(str(t['error']))}" if t.get("error") else "")
+    lines = [head]
+    if t.get("summary"):
+        lines.append(html.escape(str(t["summary"])))
+    if t.get("parent_id") is not None:
+        lines.append(f"from #{t['parent_id']}: {html.escape(t.get('description') or 'changed')}")
+    else:
+        lines.append("a starting network")
+    bits = []
+    if t.get("n_params") is not None:
+        bits.append(f"{int(t['n_params']):,} weights")
+    if t.get("epochs") is not None:
+        bits.append(f"{t['epochs']} epochs")
+    if t.get("seconds") is not None:
+        bits.append(f"{t['seconds']:.0f} s")
+    if bits:
+        lines.append(" · ".join(bits))
+    return "<br>".join(lines)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``75`` -> ``1 min 15 s``."""
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "–"
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    m, s = divmod(seconds, 60)
+    if m < 60:
+        return f"{m} min {s:02d} s" if s else f"{m} min"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
