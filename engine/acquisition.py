@@ -23,7 +23,8 @@ from engine.gp import blas_single_thread
 from engine.kernel import encode
 from engine.searchers import Proposal, explain_bayesian, explain_fallback
 
-DEFAULT_BETA = 2.576
+DEFAULT_BETA = 2.576  # DESIGN §5: UCB's usual 99% quantile
+SEARCH_BETA = 1.5  # what the search uses: less exploration won in bench/results/simulate.md
 
 
 class ScoreModel(Protocol):
@@ -60,7 +61,7 @@ def optimize_acquisition(
     model: ScoreModel,
     rng: np.random.Generator,
     limits: Any = None,
-    beta: float = DEFAULT_BETA,
+    beta: float = SEARCH_BETA,
     t0: float = 1.0,
     decay: float = 0.9,
     t_low: float = 1e-4,
@@ -87,7 +88,7 @@ def optimize_acquisition(
     other branches get explored instead of only the incumbent's descendants.
 
     Nodes ``max_steps`` morphisms away from their trained ancestor are scored but not
-    queued (so every annealing step is an expansion): far from the data the GP's
+    queued (no annealing step is spent popping them): far from the data the GP's
     uncertainty, hence UCB, keeps growing, and without a bound the annealing dives dozens of
     morphisms deep into networks nobody can judge.
 
@@ -98,6 +99,8 @@ def optimize_acquisition(
         raise ValueError("expected at least one trained architecture with a score; received none")
     if not 0 < decay < 1:
         raise ValueError(f"decay should be in (0, 1); received {decay}")
+    if max_steps < 1:
+        raise ValueError(f"max_steps should be at least 1; received {max_steps}")
     if anneal not in ("expand", "push"):
         raise ValueError(f"anneal should be 'expand' or 'push'; received {anneal!r}")
     morph = morph or _default_morph()

@@ -284,13 +284,15 @@ class BayesianSearcher(Searcher):
     Keeps one :class:`DistanceCache` across calls (each new trial adds one row) and refits
     the GP at every ``propose``. Parameters: see :func:`engine.acquisition.optimize_acquisition`
     (beta ... anneal), :class:`engine.gp.ArchitectureGP` (embedding) and the GP's scale with a
-    single trial (``prior_std``, in accuracy units). With a time cap the proposal depends on
+    single trial (``prior_std``, in accuracy units). ``beta`` defaults to 1.5, not DESIGN's
+    2.576: with the annealing search maximising UCB thoroughly, 2.576 over-explores
+    (bench/results/simulate.md). With a time cap the proposal depends on
     the machine's speed; without one, same seed and history give the same proposal.
     """
 
     name = "bayesian"
 
-    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, beta: float = 2.576,
+    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, beta: float = 1.5,
                  t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4, max_children: int = 8,
                  max_steps: int = 2, anneal: str = "expand", time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark") -> None:

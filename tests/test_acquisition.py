@@ -75,7 +75,7 @@ def test_proposal_is_new_replayable_and_explained(trained):
         assert isinstance(proposal, Proposal) and proposal.searcher == "bayesian"
         assert_new(proposal, trained)
         assert_replayable(proposal, trained)
-        assert proposal.ucb == pytest.approx(proposal.mean + 2.576 * proposal.sigma)
+        assert proposal.ucb == pytest.approx(proposal.mean + 1.5 * proposal.sigma)  # SEARCH_BETA
         assert proposal.reason.startswith("Chosen because the model predicts")
         assert f"from trial {int(proposal.ancestor_id)}" in proposal.reason
         json.dumps(proposal.to_dict())
