@@ -29,13 +29,14 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "tr
 RESULTS = ROOT / "bench" / "results"
 
 
-def run_one(method: str, seed: int, data: str, budget: float, out: Path) -> dict:
-    """Run one search (or the fixed CNN) in a fresh process and return what it measured."""
+def run_one(method: str, seed: int, data: str, budget: float, out: Path, recipe: str | None = None) -> dict:
+    """Run one search (or the fixed CNN) in a fresh process and return what it measured.
+    ``recipe`` (``"key=value,..."``) overrides the searches' training recipe."""
     if method == "fixed":
         cmd = [sys.executable, "-m", "bench.fixed_cnn", data, "--budget", str(budget), "--seed", str(seed), "--out", str(out)]
     else:
         cmd = [sys.executable, "-m", "engine", "search", data, "--out", str(out), "--budget", str(budget),
-               "--searcher", method, "--seed", str(seed)]
+               "--searcher", method, "--seed", str(seed)] + (["--recipe", recipe] if recipe else [])
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     wall = time.monotonic() - started
@@ -44,7 +45,7 @@ def run_one(method: str, seed: int, data: str, budget: float, out: Path) -> dict
     summary = json.loads((out / "summary.json").read_text())
     result = {"method": method, "seed": seed, "process_wall_s": wall, "test_accuracy": summary["test_accuracy"]}
     if method == "fixed":
-        result |= {"trials": 1, "overhead_share": None,
+        result |= {"trials": 1, "overhead_share": None, "best_val_accuracy": summary.get("best_val_accuracy"),
                    "curve": [[h["t"], max(x["val_accuracy"] for x in summary["history"][: i + 1])]
                              for i, h in enumerate(summary["history"])]}
     else:
@@ -52,7 +53,8 @@ def run_one(method: str, seed: int, data: str, budget: float, out: Path) -> dict
         busy = t.get("training_s", 0.0) + t.get("evaluation_s", 0.0)
         result |= {"trials": summary["n_ok"], "overhead_share": 1.0 - busy / summary["wall_s"],
                    "best_val_accuracy": (summary.get("best") or {}).get("val_accuracy"),
-                   "curve": best_so_far(out / "trials.jsonl")}
+                   "curve": best_so_far(out / "trials.jsonl"),
+                   "recipe": json.loads((out / "state.json").read_text()).get("recipe")}
     return result
 
 
@@ -135,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="bayesian,random,bfs,fixed")
     p.add_argument("--work", type=Path, default=Path("/tmp/sprout-compare"))
     p.add_argument("--name", default=None, help="results file stem (default compare-<budget>s)")
+    p.add_argument("--recipe", default=None, help="training recipe overrides for the searches, e.g. flip=false,shift=0")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="only rewrite the markdown and figure of an earlier run from its JSON")
     a = p.parse_args(argv)
+    if a.from_json:
+        print(rebuild(a.from_json))
+        return 0
     methods = a.methods.split(",")
     results = []
     # Seeds outermost so a method's runs are spread over the session, not bunched together:
@@ -145,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             out = a.work / f"{m}-{seed}"
             if out.exists():
                 subprocess.run(["rm", "-rf", str(out)], check=True)
-            r = run_one(m, seed, a.data, a.budget, out)
+            r = run_one(m, seed, a.data, a.budget, out, a.recipe)
             if a.test:
                 r["test_folder_accuracy"] = test_folder_accuracy(out / "best_model.keras", a.test)
             print(f"{m:9s} seed {seed}: test {r['test_accuracy']:.4f}"
@@ -153,17 +161,75 @@ def main(argv: list[str] | None = None) -> int:
                   + f", {r['trials']} trials, {r['process_wall_s']:.0f} s", flush=True)
             results.append(r)
     stem = a.name or f"compare-{int(a.budget)}s"
+    payload = {"data": a.data, "test": a.test, "budget_s": a.budget, "seeds": a.seeds, "methods": methods,
+               "recipe": a.recipe, "machine": machine(), "results": results}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"data": a.data, "budget_s": a.budget, "results": results}, indent=1))
-    figure(results, RESULTS / f"{stem}.html")
-    md = (f"# Searchers at equal wall time ({int(a.budget)} s budget, {a.seeds} seeds)\n\n"
-          f"Data: `{os.path.relpath(a.data, ROOT)}`" + (f", test folder `{os.path.relpath(a.test, ROOT)}`" if a.test else "")
-          + f". Machine: {machine()}.\n\n" + table(results, methods, bool(a.test))
-          + "\nOverhead share = 1 - (training + evaluation seconds) / wall seconds, from each run's summary.json.\n"
-          f"Raw numbers: `{stem}.json`; best-so-far curves: `{stem}.html`.\n")
-    (RESULTS / f"{stem}.md").write_text(md)
-    print(md)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    print(write_report(payload, stem))
     return 0
+
+
+def verdict(results: list[dict], key: str, a: str, b: str) -> str | None:
+    """``a``'s mean minus ``b``'s mean of ``key`` in points, with the per-seed wins."""
+    ra = {r["seed"]: r.get(key) for r in results if r["method"] == a and r.get(key) is not None}
+    rb = {r["seed"]: r.get(key) for r in results if r["method"] == b and r.get(key) is not None}
+    if not ra or not rb:
+        return None
+    diff = 100 * (statistics.mean(ra.values()) - statistics.mean(rb.values()))
+    seeds = sorted(set(ra) & set(rb))
+    wins = sum(ra[s] > rb[s] for s in seeds)
+    return f"{diff:+.2f} points ({'higher' if diff > 0 else 'NOT higher'}; ahead on {wins} of {len(seeds)} seeds)"
+
+
+def write_report(payload: dict, stem: str) -> str:
+    """Write ``<stem>.md`` and ``<stem>.html`` from the raw numbers and return the markdown."""
+    results = payload["results"]
+    methods = payload.get("methods") or list(dict.fromkeys(r["method"] for r in results))
+    with_folder = any(r.get("test_folder_accuracy") is not None for r in results)
+    figure(results, RESULTS / f"{stem}.html")
+    data, test = payload["data"], payload.get("test")
+    seeds = payload.get("seeds") or len({r["seed"] for r in results})
+    lines = [f"# Searchers at equal wall time ({int(payload['budget_s'])} s budget, {seeds} seeds)", "",
+             f"Data: `{os.path.relpath(data, ROOT) if os.path.sep in data else data}`"
+             + (f", test folder `{os.path.relpath(test, ROOT)}`" if test else "")
+             + (f", recipe overrides `{payload['recipe']}`" if payload.get("recipe") else "")
+             + f". Machine: {payload.get('machine') or 'not recorded'}.", "",
+             table(results, methods, with_folder), ""]
+    for other in ("fixed", "random", "bfs"):
+        if "bayesian" in methods and other in methods:
+            for key, what in (("test_accuracy", "held-out split"), ("test_folder_accuracy", "test folder")):
+                v = verdict(results, key, "bayesian", other)
+                if v:
+                    lines.append(f"- bayesian vs {other}, {what}: {v}")
+    lines += ["", "Per run:", "", "| method | seed | held-out | test folder | trials | best validation | wall s |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(results, key=lambda r: (methods.index(r["method"]) if r["method"] in methods else 99, r["seed"])):
+        folder = r.get("test_folder_accuracy")
+        best = r.get("best_val_accuracy")
+        lines.append(f"| {r['method']} | {r['seed']} | {r['test_accuracy']:.4f} | "
+                     + (f"{folder:.4f}" if folder is not None else "–") + f" | {r['trials']} | "
+                     + (f"{best:.4f}" if best is not None else "–") + f" | {r['process_wall_s']:.0f} |")
+    lines += ["", "Held-out split: the 15% test part of the run's own split (never seen by the search); test folder: "
+              "a separate labelled folder scored by each run's exported model. Overhead share = 1 - (training + "
+              "evaluation seconds) / wall seconds, from each run's summary.json. The fixed CNN is "
+              "`bench/fixed_cnn.py` (the issue's 32/64/128 network, best validation epoch kept).",
+              f"Raw numbers: `{stem}.json`; best-so-far curves: `{stem}.html`.", ""]
+    md = "\n".join(lines)
+    (RESULTS / f"{stem}.md").write_text(md)
+    return md
+
+
+def rebuild(json_path: Path) -> str:
+    """Rewrite the markdown and figure of an earlier run from its JSON (``--from-json``)."""
+    payload = json.loads(json_path.read_text())
+    old_md = json_path.with_suffix(".md")
+    if old_md.exists():  # JSON written before these keys existed: take them from the old report
+        head = old_md.read_text().split("\n\n")[1] if "\n\n" in old_md.read_text() else ""
+        if not payload.get("machine") and "Machine: " in head:
+            payload["machine"] = head.split("Machine: ", 1)[1].strip().rstrip(".")
+        if not payload.get("test") and "test folder `" in head:
+            payload["test"] = str((ROOT / head.split("test folder `", 1)[1].split("`", 1)[0]).resolve())
+    return write_report(payload, json_path.stem)
 
 
 if __name__ == "__main__":

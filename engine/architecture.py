@@ -69,13 +69,15 @@ class Limits:
     max_params: int = 3_000_000
     max_activation_bytes: int = 16 * 2**20  # per example, float32, forward pass
     max_depth: int = 30  # conv + dense layers on the main chain
+    max_flops: int = 10**15  # multiply-adds per example; the search lowers it as its time runs out
 
     def allows(self, arch: "Architecture") -> bool:
         return (arch.n_params() <= self.max_params and arch.activation_bytes() <= self.max_activation_bytes
-                and arch.depth() <= self.max_depth)
+                and arch.depth() <= self.max_depth and arch.flops() <= self.max_flops)
 
     def to_dict(self) -> dict:
-        return {"max_params": self.max_params, "max_activation_bytes": self.max_activation_bytes, "max_depth": self.max_depth}
+        return {"max_params": self.max_params, "max_activation_bytes": self.max_activation_bytes,
+                "max_depth": self.max_depth, "max_flops": self.max_flops}
 
     @staticmethod
     def from_dict(d: dict) -> "Limits":
@@ -143,6 +145,22 @@ class Architecture:
 
     def depth(self) -> int:
         return sum(1 for l in self.main_chain() if l.kind in ("conv", "dense"))
+
+    def flops(self) -> float:
+        """Multiply-adds of one example's forward pass (a proxy for training time)."""
+        shapes = self.shapes()
+        total = float(np.prod(self.input_shape))
+        for layer in self.layers:
+            out = shapes[layer.id]
+            cin = shapes[layer.inputs[0]][-1]
+            if layer.kind == "conv":
+                k = layer.config["kernel"]
+                total += out[0] * out[1] * k * k * cin * layer.config["filters"]
+            elif layer.kind == "dense":
+                total += cin * layer.config["units"]
+            else:
+                total += float(np.prod(out)) * len(layer.inputs)
+        return total
 
     def n_params(self) -> int:
         """Number of weights, trainable or not, as Keras counts them."""

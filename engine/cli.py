@@ -51,7 +51,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.budget is None and not args.resume:
         raise SproutError("the search needs a time budget: --budget SECONDS")
     config = SearchConfig(budget_s=args.budget, searcher=args.searcher, seed=args.seed,
-                          image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials)
+                          image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials,
+                          recipe=args.recipe)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # first Ctrl-C / SIGTERM: finish the batch, save the best model
@@ -201,6 +202,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _recipe(text: str) -> dict:
+    from engine.recipe import parse_overrides
+
+    try:
+        return parse_overrides(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="Sprout's search engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=_positive_int, default=None, help="side of the square input (default: chosen from the data)")
     p.add_argument("--max-epochs", type=_positive_int, default=None,
-                   help="most epochs per trial (default: 6 for the seed network, 3 for those that inherit weights)")
+                   help="most epochs per trial (default: the recipe's, more for the seed network than for those that inherit weights)")
+    p.add_argument("--recipe", type=_recipe, default=None, metavar="KEY=VALUE,...",
+                   help="override the training recipe chosen from the data, e.g. flip=false,shift=0 "
+                        "(keys: shift, flip, batch_size, schedule, seed_epochs, child_epochs, final_epochs)")
     p.add_argument("--max-trials", type=_positive_int, default=None, help="stop proposing after this many trials (default: the budget decides)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after a crash")
     p.set_defaults(func=_cmd_search)

@@ -63,7 +63,7 @@ class RunMonitor:
             "class_names": [], "image_size": None, "channels": None,
             "trials": [], "distances": {"ids": [], "matrix": []}, "in_flight": None, "phase": None,
             "best": None, "final": None, "files": {"keras": None, "labels": None}, "log": [],
-            "created": None, "run_dir": str(run_dir), "data": None,
+            "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
         }
 
     # ----- events (called from the run's thread) ------------------------------------------
@@ -84,7 +84,7 @@ class RunMonitor:
 
     def _on_started(self, e: dict) -> None:
         s = self.snap
-        for key in ("searcher", "device", "budget_s", "class_names", "image_size", "channels", "created"):
+        for key in ("searcher", "device", "budget_s", "class_names", "image_size", "channels", "created", "recipe"):
             if e.get(key) is not None:
                 s[key] = copy.deepcopy(e[key])
         s["data"] = {k: e.get(k) for k in ("n_train", "n_val", "n_test")}
@@ -221,6 +221,7 @@ def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
     monitor = RunMonitor(run_id or folder.root.name, folder.root)
     m = monitor.snap
     m.update(searcher=config.get("searcher"), budget_s=config.get("budget_s"), device=state.get("device"),
+             recipe=state.get("recipe"),
              created=state.get("created"), class_names=dataset.get("class_names", []),
              image_size=dataset.get("image_size"), channels=dataset.get("channels"),
              phase=state.get("phase") if state.get("phase") in ("seed", "search", "final") else None,

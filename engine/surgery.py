@@ -196,7 +196,7 @@ def apply_op(arch: Architecture, op: dict, limits: Limits | None = None, net: Ne
         shapes = child.shapes()
     except (ValueError, KeyError, IndexError) as exc:
         raise NotApplicable(f"{kind} does not fit: {exc}") from exc
-    if limits is not None and not within(limits, *measure(child, shapes)):
+    if limits is not None and (not within(limits, *measure(child, shapes)) or child.flops() > limits.max_flops):
         raise NotApplicable(f"{kind}: the child breaks the limits")
     if arch.weights is not None:
         weights = {k: list(v) for k, v in arch.weights.items()}

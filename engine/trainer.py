@@ -93,6 +93,55 @@ class TrainConfig:
     patience: int = 2  # early stopping on val_loss
     score_epochs: int = 2  # score = mean val_accuracy of the last `score_epochs` epochs run
     seed: int = 0
+    augment: "Augment | None" = None  # random shifts / mirroring of training batches
+    schedule: str = "constant"  # "constant" or "cosine" (decays over max_epochs to lr * min_lr_factor)
+    min_lr_factor: float = 0.05
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Label-preserving random changes to each training batch (never to validation data).
+
+    ``shift``: each image moves by up to this many pixels in each direction (the border
+    pixels are repeated into the gap), so the network cannot rely on where an object sits.
+    ``flip``: half of the images are mirrored left to right; only where mirroring keeps the
+    label (a shoe, a cat: yes; a digit 2, a letter: no; see ``engine.recipe``).
+
+    >>> import numpy as np
+    >>> x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
+    >>> Augment(shift=1, flip=True).apply(x, np.random.default_rng(0)).shape
+    (2, 4, 4, 1)
+    """
+
+    shift: int = 0
+    flip: bool = False
+
+    def __post_init__(self):
+        if self.shift < 0:
+            raise ValueError(f"expected a shift of at least 0 pixels, received {self.shift}")
+
+    @property
+    def active(self) -> bool:
+        return self.shift > 0 or self.flip
+
+    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A changed copy of the uint8 batch ``x`` of shape ``(n, h, w, c)``."""
+        n, h, w, _ = x.shape
+        if self.shift > 0:
+            p = min(int(self.shift), h - 1, w - 1)
+            padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+            rows = rng.integers(0, 2 * p + 1, n)[:, None] + np.arange(h)
+            cols = rng.integers(0, 2 * p + 1, n)[:, None] + np.arange(w)
+            x = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+        else:
+            x = x.copy()
+        if self.flip:
+            mirror = rng.random(n) < 0.5
+            x[mirror] = x[mirror, :, ::-1]
+        return x
+
+    def to_dict(self) -> dict:
+        return {"shift": int(self.shift), "flip": bool(self.flip)}
 
 
 @dataclass
@@ -170,7 +219,23 @@ def device_name() -> str:
     return f"CPU ({_cpu_count()} cores)"
 
 
-def _adam(learning_rate: float):
+def _learning_rate(config: TrainConfig, steps_per_epoch: int):
+    """The learning rate (or schedule) of ``config``: constant, or a cosine decay from
+    ``learning_rate`` to ``learning_rate * min_lr_factor`` over ``max_epochs`` epochs.
+
+    Why cosine within a trial: a trial is scored at its end, and a decayed rate settles the
+    weights into a better point than the same epochs at a constant rate (the child then
+    restarts at the full rate from its parent's weights, like warm restarts)."""
+    if config.schedule == "constant":
+        return float(config.learning_rate)
+    if config.schedule != "cosine":
+        raise ValueError(f"expected schedule 'constant' or 'cosine', received {config.schedule!r}")
+    steps = max(1, int(config.max_epochs) * int(steps_per_epoch))
+    return keras.optimizers.schedules.CosineDecay(float(config.learning_rate), decay_steps=steps,
+                                                  alpha=float(config.min_lr_factor))
+
+
+def _adam(learning_rate):
     """Adam, minus a TensorFlow leak.
 
     On TensorFlow, Keras' optimizer all-reduces the gradients across replicas even under
@@ -196,11 +261,13 @@ class Batches(keras.utils.PyDataset):
     of the whole set. With ``shuffle`` the order is a fresh permutation every epoch
     (seeded); without it batches are consecutive slices (views)."""
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool = False, seed: int = 0):
+    def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 augment: Augment | None = None):
         super().__init__()  # one worker, no multiprocessing: a gather is cheaper than a hand-off
         self.x, self.y, self.batch_size = x, y, int(batch_size)
         self._rng = np.random.default_rng(seed)
         self._order = self._rng.permutation(len(x)) if shuffle else None
+        self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
@@ -212,6 +279,8 @@ class Batches(keras.utils.PyDataset):
             return xb if self.y is None else (xb, self.y[part])
         index = np.sort(self._order[part])  # sorted: reads memory forwards; order in a batch is irrelevant
         xb = np.take(self.x, index, axis=0)
+        if self.augment is not None:
+            xb = self.augment.apply(xb, self._rng)
         return xb if self.y is None else (xb, np.take(self.y, index, axis=0))
 
     def on_epoch_end(self) -> None:
@@ -419,9 +488,10 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
             for layer in model.layers:
                 if isinstance(layer, keras.layers.BatchNormalization):
                     layer.momentum = BN_MOMENTUM
-            model.compile(optimizer=_adam(float(config.learning_rate)),
+            train_batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=int(config.seed),
+                                    augment=config.augment)
+            model.compile(optimizer=_adam(_learning_rate(config, len(train_batches))),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=JIT_COMPILE)
-            train_batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=int(config.seed))
             val_batches = Batches(x_val, y_val, config.batch_size * EVAL_BATCH_FACTOR)
             callbacks = [
                 _Monitor(len(train_batches), history, on_epoch, on_batch, stop),
@@ -470,7 +540,16 @@ def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, class_names: list[str], batch_size: int = 256) -> dict:
-    """Accuracy, per-class numbers and the confusion matrix of ``model`` on ``(x, y)``.
+    """Accuracy, per-class numbers and the confusion matrix of ``model`` on ``(x, y)``;
+    see :func:`scores`."""
+    k = len(class_names)
+    probs = predict(model, x, batch_size) if len(x) else np.zeros((0, k), np.float32)
+    return scores(probs, y, class_names)
+
+
+def scores(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, per-class numbers and the confusion matrix of the predicted probabilities
+    ``probs`` ``(n, n_classes)`` against the labels ``y``.
 
     ``confusion[i][j]`` counts images of class ``i`` predicted as ``j``. Per class:
     ``precision`` (of the images predicted as the class, the fraction that are),
@@ -480,7 +559,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, class_names: list[str], batch_
     """
     k = len(class_names)
     y = np.asarray(y).astype(np.int64)
-    pred = np.argmax(predict(model, x, batch_size), axis=1) if len(x) else np.zeros(0, np.int64)
+    pred = np.argmax(probs, axis=1) if len(y) else np.zeros(0, np.int64)
     confusion = np.zeros((k, k), np.int64)
     np.add.at(confusion, (y, pred), 1)
     per_class = {}

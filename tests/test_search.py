@@ -315,3 +315,19 @@ def test_cost_model_scales_with_flops():
     assert cost.epoch_s(flops(small)) == pytest.approx(1.0)
     assert cost.epoch_s(flops(small), n_samples=2000) == pytest.approx(2.0)
     assert cost.extra_s() == pytest.approx(4.5)
+
+
+def test_cost_model_inverts_and_limits_cap_flops():
+    from engine.architecture import Limits
+
+    small = seed_architecture((28, 28, 1), 10)
+    big = seed_architecture((28, 28, 1), 10, filters=(64, 128, 128, 256))
+    cost = CostModel(n_train=1000)
+    cost.observe(flops(small), [3.0, 1.0, 1.0], 6.0)
+    for seconds in (0.5, 1.0, 7.0):
+        assert cost.epoch_s(cost.flops_for(seconds)) == pytest.approx(seconds)
+    assert cost.flops_for(0.0) == 0.0 and cost.flops_for(-1.0) == 0.0
+    capped = Limits(max_flops=int(flops(small)) + 1)
+    assert capped.allows(small) and not capped.allows(big)
+    assert Limits.from_dict(capped.to_dict()) == capped
+    assert Limits.from_dict({"max_params": 10**6}).max_flops == Limits().max_flops  # states written before the cap

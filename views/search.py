@@ -49,9 +49,10 @@ def start_form() -> None:
                                 key="searcher")
         with st.expander("Advanced settings"):
             a1, a2, a3 = st.columns(3)
-            epochs = a1.number_input("Most epochs per network", min_value=1, max_value=50, value=6, key="epochs",
-                                     help="An epoch is one pass over the training images. Training stops early "
-                                          "when a network stops improving.")
+            epochs = a1.number_input("Most epochs per network", min_value=0, max_value=50, value=0, key="epochs",
+                                     help="An epoch is one pass over the training images. 0 (the default) lets "
+                                          "Sprout choose from your images: more for the first network, fewer for "
+                                          "networks that inherit trained weights.")
             seed = a2.number_input("Random seed", min_value=0, max_value=2**31 - 1, value=0, key="seed",
                                    help="The same seed, data and settings give the same split and choices.")
             budget_s = a3.number_input("…or a budget in seconds", min_value=0, max_value=4 * 3600, value=0, step=10,
@@ -61,7 +62,7 @@ def start_form() -> None:
             from engine.search import SearchConfig
 
             config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
-                                  image_size=int(report["image_size"]), max_epochs=int(epochs))
+                                  image_size=int(report["image_size"]), max_epochs=int(epochs) or None)
             try:
                 run_id = registry().start(source_of(token), config)
             except SproutError as exc:
@@ -116,6 +117,14 @@ def status_row(snap: dict) -> None:
     c4.metric("Device", snap.get("device") or "–")
     if budget and is_active(snap):
         st.progress(min(1.0, elapsed / budget), text=f"{figures.fmt_duration(max(0.0, budget - elapsed))} left")
+    recipe = snap.get("recipe")
+    if recipe and recipe.get("reasons"):
+        with st.expander("How each network is trained (chosen from your images)", icon=":material/tune:"):
+            st.markdown("\n".join(f"- {reason[:1].upper() + reason[1:]}." for reason in recipe["reasons"])
+                        + f"\n- The first network trains for up to {recipe.get('seed_epochs')} epochs; each grown "
+                          f"network for up to {recipe.get('child_epochs')}, starting from its parent's weights."
+                        + f"\n- At the end the best network trains {recipe.get('final_epochs')} more epochs on "
+                          "the training and validation images together.")
 
 
 def in_flight_card(snap: dict) -> None:

@@ -1,0 +1,174 @@
+"""The training recipe: augmentation, the mirror check, defaults from the data, overrides."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.recipe import (Recipe, check_overrides, choose_recipe, mirror_check, mirror_keeps_labels,
+                           parse_overrides, with_overrides)
+
+
+def _arrows(n: int, side: int = 16, seed: int = 0, mirror_changes_label: bool = True):
+    """Greyscale images of an arrow head pointing left (class 0) or right (class 1), at
+    random heights and offsets, plus a filled disc (class 2). Mirroring turns a left arrow
+    into a right one, so it changes the label; with ``mirror_changes_label=False`` the
+    classes are discs, squares and crosses instead, which mirroring keeps."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, side, side, 1), np.uint8)
+    y = rng.integers(0, 3, n)
+    yy, xx = np.mgrid[:side, :side]
+    for i in range(n):
+        cy, cx = rng.integers(5, side - 5, 2)
+        if mirror_changes_label:
+            if y[i] == 2:
+                shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= 9
+            else:
+                d = xx - cx if y[i] == 1 else cx - xx  # tip on the right for class 1
+                shape = (np.abs(yy - cy) <= 4 - d) & (d >= -4) & (d <= 4) & (np.abs(yy - cy) <= d + 4) & (d >= 0)
+                shape |= (np.abs(yy - cy) <= 1) & (d < 0) & (d >= -4)
+        else:
+            if y[i] == 0:
+                shape = (yy - cy) ** 2 + (xx - cx) ** 2 <= 9
+            elif y[i] == 1:
+                shape = (np.abs(yy - cy) <= 3) & (np.abs(xx - cx) <= 3)
+            else:
+                shape = ((np.abs(yy - cy) <= 1) & (np.abs(xx - cx) <= 4)) | ((np.abs(xx - cx) <= 1) & (np.abs(yy - cy) <= 4))
+        x[i, ..., 0] = np.where(shape, 200 + rng.integers(0, 55), rng.integers(0, 30, (side, side)))
+    return x, y
+
+
+def test_mirror_check_tells_arrows_from_symmetric_shapes():
+    x, y = _arrows(600, mirror_changes_label=True)
+    chance, plain, mirrored = mirror_check(x[:450], y[:450], x[450:], y[450:])
+    assert plain > chance + 0.2, "the linear classifier should learn the arrows"
+    assert not mirror_keeps_labels(x[:450], y[:450], x[450:], y[450:])
+    x, y = _arrows(600, mirror_changes_label=False)
+    assert mirror_keeps_labels(x[:450], y[:450], x[450:], y[450:])
+
+
+def test_mirror_check_on_digits_says_no():
+    from tests.digits import digits_16px
+
+    x, y = digits_16px(0)
+    assert not mirror_keeps_labels(x[:1200], y[:1200], x[1200:], y[1200:])
+
+
+def test_mirror_check_falls_back_when_it_cannot_tell():
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 255, (300, 16, 16, 1), dtype=np.uint8)
+    labels = rng.integers(0, 2, 300)
+    assert mirror_keeps_labels(noise[:200], labels[:200], noise[200:], labels[200:]) is False  # greyscale: no
+    colour = rng.integers(0, 255, (300, 16, 16, 3), dtype=np.uint8)
+    assert mirror_keeps_labels(colour[:200], labels[:200], colour[200:], labels[200:]) is True  # photos: yes
+    assert mirror_keeps_labels(noise[:20], labels[:20], noise[20:30], labels[20:30]) is False  # too few to tell
+
+
+@pytest.mark.parametrize("side, n, device, shift, batch", [
+    (28, 3500, "CPU (2 cores)", 2, 64),
+    (16, 1300, "CPU (2 cores)", 1, 64),
+    (64, 3000, "GPU (NVIDIA H200)", 4, 128),
+    (32, 500, "GPU (NVIDIA H200)", 2, 32),
+    (6, 1500, "CPU (2 cores)", 0, 64),
+])
+def test_choose_recipe_follows_the_data_and_device(side, n, device, shift, batch):
+    x = np.zeros((n, side, side, 1), np.uint8)
+    y = np.arange(n) % 3
+    recipe = choose_recipe(x, y, x[:60], y[:60], device=device)
+    assert (recipe.shift, recipe.batch_size) == (shift, batch)
+    assert recipe.schedule == "cosine" and recipe.seed_epochs > recipe.child_epochs >= 2
+    steps = -(-n // batch)
+    assert recipe.seed_epochs == min(30, max(3, round(330 / steps)))  # about 330 optimiser steps
+    assert any("mirror" in r for r in recipe.reasons)
+    assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+
+
+def test_choose_recipe_rejects_float_images():
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        choose_recipe(np.zeros((10, 8, 8, 1)), np.zeros(10), np.zeros((5, 8, 8, 1)), np.zeros(5))
+
+
+def test_overrides_are_parsed_checked_and_noted():
+    assert parse_overrides("flip=false, shift=0,schedule=constant") == {"flip": False, "shift": 0,
+                                                                         "schedule": "constant"}
+    recipe = with_overrides(Recipe(shift=2, flip=True), {"flip": False})
+    assert recipe.flip is False and recipe.shift == 2 and "flip = False (set explicitly)" in recipe.reasons
+    for bad, words in [("flip=maybe", "true or false"), ("shift=two", "whole number"), ("colour=1", "key=value"),
+                       ("schedule=linear", "'constant' or 'cosine'"), ("child_epochs=0", "at least 1")]:
+        with pytest.raises(ValueError, match=words):
+            parse_overrides(bad)
+    with pytest.raises(ValueError, match="unknown recipe setting"):
+        check_overrides({"momentum": 0.9})
+
+
+def test_augment_shifts_and_mirrors_without_touching_the_input():
+    from engine.trainer import Augment
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (200, 9, 9, 3), dtype=np.uint8)
+    before = x.copy()
+    out = Augment(shift=2).apply(x, np.random.default_rng(1))
+    assert out.shape == x.shape and out.dtype == np.uint8 and np.array_equal(x, before)
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    for i in range(len(x)):  # each output is a 9x9 window of the padded image
+        assert any(np.array_equal(out[i], padded[i, dy:dy + 9, dx:dx + 9]) for dy in range(5) for dx in range(5))
+    assert np.mean([np.array_equal(out[i], x[i]) for i in range(len(x))]) < 0.2  # most did move
+    flipped = Augment(flip=True).apply(x, np.random.default_rng(2))
+    mirrored = np.array([np.array_equal(flipped[i], x[i, :, ::-1]) for i in range(len(x))])
+    unchanged = np.array([np.array_equal(flipped[i], x[i]) for i in range(len(x))])
+    assert np.all(mirrored | unchanged) and 0.3 < mirrored.mean() < 0.7
+    with pytest.raises(ValueError, match="at least 0 pixels"):
+        Augment(shift=-1)
+
+
+def test_batches_augment_training_batches_only():
+    from engine.trainer import Augment, Batches
+
+    x = np.random.default_rng(0).integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
+    y = np.arange(64) % 4
+    plain = Batches(x, y, 64, augment=Augment(shift=2, flip=True))  # no shuffle: validation-style
+    xb, yb = plain[0]
+    assert np.array_equal(xb, x) and np.array_equal(yb, y)
+    shuffled = Batches(x, y, 64, shuffle=True, seed=0, augment=Augment(shift=2, flip=True))
+    xa, ya = shuffled[0]
+    order = np.sort(np.random.default_rng(0).permutation(64))
+    assert np.array_equal(ya, y[order]) and not np.array_equal(xa, x[order])
+
+
+def test_cosine_schedule_ends_at_the_floor():
+    import keras
+
+    from engine.trainer import TrainConfig, _learning_rate
+
+    assert _learning_rate(TrainConfig(learning_rate=1e-3), 10) == pytest.approx(1e-3)
+    schedule = _learning_rate(TrainConfig(learning_rate=1e-3, schedule="cosine", max_epochs=3, min_lr_factor=0.1), 10)
+    assert float(keras.ops.convert_to_numpy(schedule(0))) == pytest.approx(1e-3)
+    assert float(keras.ops.convert_to_numpy(schedule(30))) == pytest.approx(1e-4, rel=1e-4)
+    with pytest.raises(ValueError, match="'constant' or 'cosine'"):
+        _learning_rate(TrainConfig(schedule="step"), 10)
+
+
+def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
+    from engine.search import SearchConfig, run_search
+    from tests.digits import digits_16px
+
+    x, y = digits_16px(1)
+    root = tmp_path / "data"
+    from PIL import Image
+
+    for i in range(300):
+        folder = root / f"d{y[i]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i, ..., 0]).save(folder / f"{i}.png")
+    messages = []
+    out = tmp_path / "run"
+    config = SearchConfig(budget_s=25, max_trials=1, recipe={"flip": True, "child_epochs": 2})
+    summary = run_search(root, out, config, events=lambda e: messages.append(e))
+    state = json.loads((out / "state.json").read_text())
+    assert state["recipe"]["flip"] is True and state["recipe"]["child_epochs"] == 2 and state["recipe"]["shift"] == 1
+    started = next(e for e in messages if e["type"] == "started")
+    assert started["recipe"] == state["recipe"]
+    assert any(e["type"] == "log" and e["message"].startswith("recipe: ") for e in messages)
+    assert summary["status"] in ("done", "stopped")
