@@ -40,10 +40,11 @@ __all__ = [
     "load_sample", "save_upload", "extract_zip", "decode_image",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: warnings about empty class folders, grouped few-image warnings
 FEW_IMAGES = 10            # warn about classes with fewer images than this
 IMBALANCE = 10.0           # warn when the largest class is this many times the smallest
 MAX_DUPLICATE_WARNINGS = 10
+MAX_FEW_WARNINGS = 10      # more classes with few images than this: one warning for all
 KEEP_BYTES = 512 * 1024**2  # file bytes kept in memory between hashing and decoding
 SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation"}
 
@@ -128,13 +129,14 @@ def load(source, image_size: int | None = None, channels: str | int = "auto", ca
         from engine.sample import load_sample as _sample
         return _sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
     with sources.open_source(source, limits) as listing:
-        files, skipped = _plan(listing)
+        files, skipped, class_folders = _plan(listing)
         blobs, digests = _read_all(files, skipped)
-        content_hash = _content_hash(files, digests, skipped)
+        content_hash = _content_hash(files, digests, skipped, class_folders)
         cache_file = _cache_file(cache_dir, content_hash, size_req, channels_req)
         dataset = _read_cache(cache_file)
         if dataset is None:
-            dataset = _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash)
+            dataset = _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash,
+                                  class_folders)
             _write_cache(cache_file, dataset)
     dataset.report.source = listing.description
     return dataset
@@ -161,10 +163,12 @@ class _File:
     entry: sources.Entry
 
 
-def _plan(listing: sources.Listing) -> tuple[list[_File], list[SkippedFile]]:
+def _plan(listing: sources.Listing) -> tuple[list[_File], list[SkippedFile], set[str]]:
     """Sort a listing into candidate image files (with their class) and skipped files.
 
-    Paths become relative to the data root; things above it keep their source path.
+    Paths become relative to the data root; things above it keep their source path. Also
+    returns every class folder name (first-level folders of the root that are not hidden,
+    empty ones included), so that a class left without usable images can be named.
     """
     prefix = sources.find_data_root([e.path for e in listing.entries])
 
@@ -189,7 +193,13 @@ def _plan(listing: sources.Listing) -> tuple[list[_File], list[SkippedFile]]:
         else:
             files.append(_File(rel, label, entry))
     files.sort(key=lambda f: (f.label, f.path))
-    return files, skipped
+    class_folders = {
+        label for label in (sources.class_of(p, prefix) for p in
+                            [e.path for e in listing.entries] + [d + "/" for d in listing.folders]
+                            if sources.junk_reason(p) is None)
+        if label is not None
+    }
+    return files, skipped, class_folders
 
 
 def _read_all(files: list[_File], skipped: list[SkippedFile]) -> tuple[list[bytes | None], list[str]]:
@@ -213,17 +223,22 @@ def _read_all(files: list[_File], skipped: list[SkippedFile]) -> tuple[list[byte
     return blobs, digests
 
 
-def _content_hash(files: list[_File], digests: list[str], skipped: list[SkippedFile]) -> str:
-    """SHA-256 over every file's relative path, class and content hash, and the skip list."""
+def _content_hash(files: list[_File], digests: list[str], skipped: list[SkippedFile],
+                  class_folders: set[str] = frozenset()) -> str:
+    """SHA-256 over every file's relative path, class and content hash, the skip list and
+    the class folders holding no file at all (they are named in a warning)."""
     h = hashlib.sha256()
     for f, digest in zip(files, digests):
         h.update(f"{f.path}\0{f.label}\0{digest}\n".encode())
     for s in sorted(skipped, key=lambda s: (s.path, s.reason)):
         h.update(f"skip\0{s.path}\0{s.reason}\n".encode())
+    for name in sorted(set(class_folders) - {f.label for f in files} - {s.path.split("/", 1)[0] for s in skipped}):
+        h.update(f"empty\0{name}\n".encode())
     return h.hexdigest()
 
 
-def _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash) -> Dataset:
+def _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_hash,
+                class_folders=frozenset()) -> Dataset:
     """Decode and stack the candidate files (after a header-only pass to choose the size)."""
     def data_of(i: int) -> bytes:
         return blobs[i] if blobs[i] is not None else files[i].entry.read()
@@ -249,9 +264,12 @@ def _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_
     if not used:
         raise SproutError(_no_images_message(skipped))
     class_names = sorted({files[i].label for i in used})
+    empty = sorted(set(class_folders) - set(class_names))
     if len(class_names) < 2:
+        also = (f" (folder{'s' if len(empty) > 1 else ''} {_quoted(empty)} "
+                f"hold{'' if len(empty) > 1 else 's'} no usable images)") if empty else ""
         raise SproutError(
-            f"only one class was found ('{class_names[0]}'); put the images in at least two "
+            f"only one class was found ('{class_names[0]}'){also}; put the images in at least two "
             "class folders (one sub-folder per class)"
         )
     grey = all(results[i][0].shape[2] == 1 for i in used)
@@ -264,9 +282,15 @@ def _decode_all(files, blobs, digests, skipped, size_req, channels_req, content_
     rel_paths = [files[i].path for i in used]
     report = build_report(
         class_names, labels, rel_paths, [results[i][1] for i in used], [digests[i] for i in used],
-        skipped, size, n_channels, content_hash,
+        skipped, size, n_channels, content_hash, empty_classes=empty,
     )
     return Dataset(images, labels, class_names, rel_paths, report)
+
+
+def _quoted(names: list[str], most: int = 5) -> str:
+    """The names quoted and joined: "'a', 'b', 'c'", or "'a', ... 'e' and 3 more"."""
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _no_images_message(skipped: list[SkippedFile]) -> str:
@@ -280,8 +304,12 @@ def _no_images_message(skipped: list[SkippedFile]) -> str:
     return f"no usable images found (skipped: {top}); expected one sub-folder per class with images inside{hint}"
 
 
-def build_report(class_names, labels, rel_paths, sizes, digests, skipped, size, channels, content_hash) -> DataReport:
-    """The DataReport of decoded images (their sizes, digests) and the skipped files."""
+def build_report(class_names, labels, rel_paths, sizes, digests, skipped, size, channels, content_hash,
+                 empty_classes=()) -> DataReport:
+    """The DataReport of decoded images (their sizes, digests) and the skipped files.
+
+    ``empty_classes``: class folders without a usable image (left out, named in a warning).
+    """
     counts = {c: int(n) for c, n in zip(class_names, np.bincount(labels, minlength=len(class_names)))}
     widths, heights = np.array([w for w, _ in sizes]), np.array([h for _, h in sizes])
     stats = {
@@ -289,7 +317,14 @@ def build_report(class_names, labels, rel_paths, sizes, digests, skipped, size, 
         for name, v in (("width", widths), ("height", heights))
     }
     skipped = sorted(skipped, key=lambda s: s.path)
-    warns = count_warnings(counts) + duplicate_warnings(
+    warns = []
+    if empty_classes:
+        n = len(empty_classes)
+        warns.append(
+            f"{'Class folder' if n == 1 else f'{n} class folders'} {_quoted(list(empty_classes))} "
+            f"{'holds' if n == 1 else 'hold'} no usable images and {'is' if n == 1 else 'are'} left out."
+        )
+    warns += count_warnings(counts) + duplicate_warnings(
         [class_names[k] for k in labels], rel_paths, digests
     )
     if {c.lower() for c in class_names} <= SPLIT_NAMES:
@@ -313,11 +348,20 @@ def build_report(class_names, labels, rel_paths, sizes, digests, skipped, size, 
 
 
 def count_warnings(counts: dict[str, int]) -> list[str]:
-    """Warnings about classes with few images and about imbalance between classes."""
-    warns = [
-        f"Class '{c}' has only {n} image{'s' if n != 1 else ''}; at least {FEW_IMAGES} per class is recommended."
-        for c, n in counts.items() if n < FEW_IMAGES
-    ]
+    """Warnings about classes with few images and about imbalance between classes.
+
+    Up to MAX_FEW_WARNINGS small classes get a line each; more get one line together.
+    """
+    few = {c: n for c, n in counts.items() if n < FEW_IMAGES}
+    if len(few) > MAX_FEW_WARNINGS:
+        named = ", ".join(f"'{c}' ({n})" for c, n in list(few.items())[:5])
+        warns = [f"{len(few)} of the {len(counts)} classes have fewer than {FEW_IMAGES} images "
+                 f"({named} and {len(few) - 5} more); at least {FEW_IMAGES} per class is recommended."]
+    else:
+        warns = [
+            f"Class '{c}' has only {n} image{'s' if n != 1 else ''}; at least {FEW_IMAGES} per class is recommended."
+            for c, n in few.items()
+        ]
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)
     if counts[big] > IMBALANCE * counts[small]:
         warns.append(

@@ -20,7 +20,7 @@ import numpy as np
 from engine.architecture import Architecture, build_model
 from engine.budget import flops, now_iso
 from engine.errors import SproutError
-from engine.run import LABELS, MODEL, SUMMARY, atomic_write_json
+from engine.run import LABELS, MODEL, SUMMARY, atomic_write_json, disk_errors
 
 if TYPE_CHECKING:
     from engine.search import Trial
@@ -152,9 +152,13 @@ class FinalPhase:
     def _save_model(self, model) -> dict:
         root = self.folder.root
         tmp = root / ".best_model.tmp.keras"
-        model.save(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / MODEL)
+        try:
+            with disk_errors(root / MODEL):  # a full disk: one plain line, the previous model kept
+                model.save(tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, root / MODEL)
+        finally:
+            tmp.unlink(missing_ok=True)
         atomic_write_json(root / LABELS, list(self.class_names))  # engine.export's format: labels[i] is output i
         return {"keras": str((root / MODEL).resolve()), "labels": str((root / LABELS).resolve())}

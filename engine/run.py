@@ -17,6 +17,12 @@ lines are appended with flush + fsync; a torn last line (the process died mid-wr
 ignored when reading. A trial's folder is written before its line, so every line names a
 complete folder; folders without a line are leftovers of the trial in flight and are
 removed on resume. No TensorFlow here.
+
+A full disk (ENOSPC, or a full quota) while writing raises
+:class:`engine.errors.DiskFullError`, a SproutError with one plain line (and an OSError):
+the file being replaced keeps its previous content, no temp file is left behind, and a
+trials.jsonl line that could not be written whole is cut off again, so the run folder
+stays readable and the run can be resumed once there is space.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import json
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
 from engine.architecture import Architecture
-from engine.errors import SproutError
+from engine.errors import DiskFullError, SproutError, is_disk_full
 
 TRIALS = "trials.jsonl"
 STATE = "state.json"
@@ -62,15 +69,49 @@ def to_json(value: Any, indent: int | None = 1) -> str:
     return json.dumps(_clean(value), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
+def disk_full_error(path: Path) -> DiskFullError:
+    """The plain-language error for a write to ``path`` that found the disk full."""
+    path = Path(path)
+    return DiskFullError(f"the disk is full (no space left on device) while writing {path.name} in {path.parent}; "
+                         "free some space, then resume the run")
+
+
+@contextmanager
+def disk_errors(path: Path):
+    """Turn a disk-full OSError raised inside the block into :class:`DiskFullError`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
+        raise
+
+
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: a reader sees the old or the new file."""
+    """Replace ``path`` with ``text`` in one step: a reader sees the old or the new file.
+
+    On any failure the temp file is removed and ``path`` is left as it was; a full disk
+    raises DiskFullError.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    with disk_errors(path):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                _write_all(fd, text.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
 
 def atomic_write_json(path: Path, value: Any) -> None:
@@ -83,12 +124,35 @@ def read_json(path: Path) -> Any:
 
 
 def append_jsonl(path: Path, record: dict) -> None:
-    """Append one line and make it durable before returning."""
-    line = to_json(record, indent=None) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    """Append one line and make it durable before returning.
+
+    If the line cannot be written whole (a full disk), what was written of it is cut off
+    again, so the file still ends with a complete line; a full disk raises DiskFullError.
+    """
+    line = (to_json(record, indent=None) + "\n").encode("utf-8")
+    with disk_errors(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                _write_all(fd, line)
+                os.fsync(fd)
+            except BaseException:
+                try:
+                    os.ftruncate(fd, start)
+                    os.fsync(fd)
+                except OSError:
+                    pass  # readers skip a torn last line, and resume cuts it off
+                raise
+        finally:
+            os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to file descriptor ``fd`` (os.write may write only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -160,8 +224,11 @@ class RunFolder:
         return read_jsonl(self.trials_path)
 
     def save_trial(self, record: dict, arch: Architecture) -> None:
-        """Write the trial's folder, then commit its line."""
-        arch.save(self.trial_dir(record["id"]))
+        """Write the trial's folder, then commit its line (DiskFullError when the disk is full:
+        a folder without its line is a leftover that resume removes)."""
+        folder = self.trial_dir(record["id"])
+        with disk_errors(folder / "weights.npz"):
+            arch.save(folder)
         append_jsonl(self.trials_path, record)
 
     def load_architecture(self, trial_id: str, weights: bool = True) -> Architecture:

@@ -73,6 +73,7 @@ class Listing:
     entries: list[Entry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     description: str = ""
+    folders: list[str] = field(default_factory=list)  # folders seen (so empty class folders are known)
 
 
 # ---------------------------------------------------------------------------- names
@@ -200,6 +201,7 @@ def list_folder(root: Path) -> Listing:
                 if is_junk_name(item.name):
                     listing.skipped.append((rel + "/", "hidden or system folder"))
                 else:
+                    listing.folders.append(rel)
                     stack.append(rel)
             elif item.is_file(follow_symlinks=False):
                 size = item.stat(follow_symlinks=False).st_size
@@ -219,10 +221,12 @@ def list_zip(archive: zipfile.ZipFile, description: str) -> Listing:
     listing = Listing(description=description)
     seen: set[str] = set()
     for info in archive.infolist():
-        if info.is_dir():
-            continue
         problem = zip_entry_problem(info)
         path = unicodedata.normalize("NFC", info.filename.replace("\\", "/"))
+        if info.is_dir():
+            if not problem and path.strip("/"):
+                listing.folders.append(path.strip("/"))
+            continue
         if problem:
             listing.skipped.append((path, problem))
         elif path in seen:
