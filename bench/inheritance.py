@@ -41,6 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse
 import datetime
+import importlib
 import json
 import platform
 import statistics
@@ -103,7 +104,7 @@ def load_split(data: str | None, seed: int) -> dict:
         ds = _DS()
     s = ds.split(test=TEST_FRACTION, val=VAL_FRACTION, seed=seed)
     return {"name": name, "x_train": x[s.train], "y_train": y[s.train], "x_val": x[s.val], "y_val": y[s.val],
-            "class_names": class_names, "n_test_unused": int(len(s.test))}
+            "class_names": class_names}
 
 
 # ----- pieces -----------------------------------------------------------------------------
@@ -161,6 +162,7 @@ def run_seed(d: dict, seed: int, parent_epochs: int, max_epochs: int, kinds: lis
     """One repetition: train the parent, then per kind measure the child before training and
     count the epochs to the parent's validation accuracy, inherited and from scratch."""
     from engine.architecture import init_weights, seed_architecture
+    from engine.morphism import describe
 
     started = time.monotonic()
     seed_arch = seed_architecture(d["x_train"].shape[1:], len(d["class_names"]))
@@ -177,8 +179,6 @@ def run_seed(d: dict, seed: int, parent_epochs: int, max_epochs: int, kinds: lis
         run["parent_continued_curve"] = cont
         run["epochs_to_parent_continued"] = epochs_to(cont, parent_acc)
         log(f"seed {seed}: parent continued {[round(100 * a, 1) for a in cont]}")
-    from engine.morphism import describe
-
     for key in kinds or [k[0] for k in KINDS]:
         child = make_child(parent, key, seed)
         before, probs = measure(child, d["x_val"], d["y_val"], d["class_names"])
@@ -323,9 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     from engine.search import TEST_FRACTION, VAL_FRACTION
     # Everything the run needs, imported now: a module imported hours later could come from
     # a newer working tree than the ones already loaded.
-    import engine.architecture  # noqa: F401
-    import engine.morphism  # noqa: F401
-    import engine.trainer  # noqa: F401
+    for module in ("engine.architecture", "engine.morphism", "engine.surgery", "engine.trainer"):
+        importlib.import_module(module)
 
     load_start = os.getloadavg()
     json_path = args.out.with_suffix(".json")

@@ -3,8 +3,6 @@ the result carries what the report's table needs."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from tests.digits import digits_16px
 
 
@@ -46,4 +44,3 @@ def test_epochs_to_and_make_child_parts():
         op = inheritance.make_child(parent, key, seed=0).operations[-1]
         part = op.get("part", op.get("kind"))
         assert part == key.split("-")[1], (key, op)
-    assert np.isfinite(inheritance.DRAWS)
