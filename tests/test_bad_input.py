@@ -90,6 +90,7 @@ from PIL import Image
 
 from engine import cli, sources
 from engine.sources import Limits
+from tests.test_data_sources import write_zip  # the one zip writer of the data tests
 
 # ---------------------------------------------------------------------------- builders
 
@@ -143,18 +144,6 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(64))) + chunk(b"IEND", b"")
-
-
-def write_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None,
-              method=zipfile.ZIP_DEFLATED) -> Path:
-    with zipfile.ZipFile(path, "w", method) as archive:
-        for name, payload in members.items():
-            archive.writestr(name, payload)
-        for name, target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, target)
-    return path
 
 
 def good_members(prefix: str = "") -> dict[str, bytes]:
