@@ -160,13 +160,21 @@ def main(argv: list[str] | None = None) -> int:
                   + (f" / folder {r['test_folder_accuracy']:.4f}" if a.test else "")
                   + f", {r['trials']} trials, {r['process_wall_s']:.0f} s", flush=True)
             results.append(r)
+            # Saved after every run so a 2-hour benchmark cut short still leaves its finished runs.
+            payload = save(a, methods, results)
+    print(write_report(payload, a.name or f"compare-{int(a.budget)}s"))
+    return 0
+
+
+def save(a: argparse.Namespace, methods: list[str], results: list[dict]) -> dict:
+    """Write the raw numbers so far to ``<stem>.json`` and return them."""
     stem = a.name or f"compare-{int(a.budget)}s"
     payload = {"data": a.data, "test": a.test, "budget_s": a.budget, "seeds": a.seeds, "methods": methods,
-               "recipe": a.recipe, "machine": machine(), "results": results}
+               "recipe": a.recipe, "machine": machine(), "results": results,
+               "complete": len(results) == a.seeds * len(methods)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
-    print(write_report(payload, stem))
-    return 0
+    return payload
 
 
 def verdict(results: list[dict], key: str, a: str, b: str) -> str | None:
