@@ -203,6 +203,8 @@ def write_report(payload: dict, stem: str) -> str:
              + (f", recipe overrides `{payload['recipe']}`" if payload.get("recipe") else "")
              + f". Machine: {payload.get('machine') or 'not recorded'}.", "",
              table(results, methods, with_folder), ""]
+    if payload.get("complete") is False:
+        lines[-1:-1] = ["", f"**Incomplete: {len(results)} of {seeds * len(methods)} runs finished.**"]
     for other in ("fixed", "random", "bfs"):
         if "bayesian" in methods and other in methods:
             for key, what in (("test_accuracy", "held-out split"), ("test_folder_accuracy", "test folder")):
@@ -232,7 +234,8 @@ def rebuild(json_path: Path) -> str:
     payload = json.loads(json_path.read_text())
     old_md = json_path.with_suffix(".md")
     if old_md.exists():  # JSON written before these keys existed: take them from the old report
-        head = old_md.read_text().split("\n\n")[1] if "\n\n" in old_md.read_text() else ""
+        parts = old_md.read_text().split("\n\n")
+        head = parts[1] if len(parts) > 1 else ""
         if not payload.get("machine") and "Machine: " in head:
             payload["machine"] = head.split("Machine: ", 1)[1].strip().rstrip(".")
         if not payload.get("test") and "test folder `" in head:
