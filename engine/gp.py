@@ -17,7 +17,8 @@ import numpy as np
 from scipy.linalg import cho_solve, lapack, solve_triangular
 from scipy.optimize import minimize
 
-from engine.kernel import DistanceCache, make_embedding, rbf, sq_dists
+from engine.embedding import make_embedding, rbf, sq_dists
+from engine.kernel import DistanceCache
 
 try:  # small matrices: one BLAS thread is several times faster than many
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -175,7 +176,7 @@ class ArchitectureGP:
 
     ``embedding``: ``"landmark"`` (default; coordinates = distances to each trained point,
     the singleton level of Bourgain's construction) or ``"bourgain"`` (random subsets of
-    sizes 2^i); see :func:`engine.kernel.make_embedding`.
+    sizes 2^i); see :func:`engine.embedding.make_embedding`.
 
     ``fit(archs, scores)`` adds any new architecture to the shared :class:`DistanceCache`
     (one row each), embeds the trained set and fits the GP; ``predict(candidates)`` embeds

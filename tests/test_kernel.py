@@ -304,3 +304,12 @@ def test_rbf_values():
     assert k[0, 1] == pytest.approx(np.exp(-0.5)) and k[0, 0] == 1.0
     with pytest.raises(ValueError, match="length_scale should be > 0"):
         K.rbf(x, x, 0.0)
+
+
+def test_embedding_doctests():
+    import doctest
+
+    import engine.embedding
+
+    result = doctest.testmod(engine.embedding)
+    assert result.failed == 0 and result.attempted > 0
