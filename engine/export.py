@@ -177,7 +177,7 @@ def run_exported(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
     """Class probabilities from any export (by its suffix) for uint8 images."""
     path = Path(path)
     if path.suffix == ".keras":
-        from engine.trainer import predict
+        from engine.evaluation import predict
 
         return predict(load_model(path), images)
     if path.suffix == ".tflite":

@@ -56,7 +56,7 @@ class Recipe:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
     def augment(self):
-        from engine.trainer import Augment
+        from engine.batches import Augment
 
         return Augment(shift=self.shift, flip=self.flip)
 

@@ -9,17 +9,16 @@ result's ``status``; only bad arguments and errors raised by the caller's own ca
 escape.
 
 Data. The arrays are the data module's cached uint8 images ``(n, h, w, c)`` and integer
-labels. Each epoch visits them in a fresh random order through :class:`Batches`, a
-``keras.utils.PyDataset`` that gathers one batch at a time by index, so neither an epoch
-nor a trial copies the data set. Passing the arrays to ``fit`` instead would convert the
-whole array into a backend tensor once per trial, for no speed: both fed the seed at
-~2000 images/s on this 2-core CPU (``bench/trainer.py``). The model itself rescales the
-uint8 pixels.
+labels. Each epoch visits them in a fresh random order through
+:class:`engine.batches.Batches`, which gathers one batch at a time by index, so neither
+an epoch nor a trial copies the data set. The model itself rescales the uint8 pixels.
+Scoring a trained model (``predict``, ``evaluate``, ``scores``) lives in
+``engine.evaluation``; both are re-exported here.
 
 Backends. Everything goes through backend-neutral Keras (``keras.ops``, PyDataset), so
 the same code trains on TensorFlow, JAX or PyTorch. What is backend-specific is set up
-once when this module is imported (TensorFlow: memory growth on its GPUs; JAX: no GPU
-memory preallocation) or guarded where it is used (:func:`_adam` works around a
+once by ``engine.device`` (TensorFlow: memory growth on its GPUs; JAX: no GPU memory
+preallocation) or guarded where it is used (:func:`_adam` works around a
 TensorFlow leak that otherwise cost ~12 MB per trial).
 
 Memory. Each trial builds its own model; train() clears the Keras session around it and
@@ -39,7 +38,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,14 +45,14 @@ from typing import Callable
 
 import numpy as np
 
-# Before Keras (and so the backend) is imported: quiet TensorFlow's C++ start-up chatter
-# and keep JAX from grabbing 75 % of the GPU up front (its analogue of memory growth).
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-
+from engine import device  # noqa: F401 - sets up the backend (and its environment) before Keras is imported
 import keras  # noqa: E402
 
 from engine.architecture import Architecture, build_model, init_weights, read_weights  # noqa: E402
+# Re-exported: callers and tests know these as engine.trainer's.
+from engine.batches import Augment, Batches  # noqa: E402,F401
+from engine.device import device_name  # noqa: E402,F401
+from engine.evaluation import evaluate, predict, scores  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -98,52 +96,6 @@ class TrainConfig:
     min_lr_factor: float = 0.05
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Label-preserving random changes to each training batch (never to validation data).
-
-    ``shift``: each image moves by up to this many pixels in each direction (the border
-    pixels are repeated into the gap), so the network cannot rely on where an object sits.
-    ``flip``: half of the images are mirrored left to right; only where mirroring keeps the
-    label (a shoe, a cat: yes; a digit 2, a letter: no; see ``engine.recipe``).
-
-    >>> import numpy as np
-    >>> x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)
-    >>> Augment(shift=1, flip=True).apply(x, np.random.default_rng(0)).shape
-    (2, 4, 4, 1)
-    """
-
-    shift: int = 0
-    flip: bool = False
-
-    def __post_init__(self):
-        if self.shift < 0:
-            raise ValueError(f"expected a shift of at least 0 pixels, received {self.shift}")
-
-    @property
-    def active(self) -> bool:
-        return self.shift > 0 or self.flip
-
-    def apply(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """A changed copy of the uint8 batch ``x`` of shape ``(n, h, w, c)``."""
-        n, h, w, _ = x.shape
-        if self.shift > 0:
-            p = min(int(self.shift), h - 1, w - 1)
-            padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
-            rows = rng.integers(0, 2 * p + 1, n)[:, None] + np.arange(h)
-            cols = rng.integers(0, 2 * p + 1, n)[:, None] + np.arange(w)
-            x = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-        else:
-            x = x.copy()
-        if self.flip:
-            mirror = rng.random(n) < 0.5
-            x[mirror] = x[mirror, :, ::-1]
-        return x
-
-    def to_dict(self) -> dict:
-        return {"shift": int(self.shift), "flip": bool(self.flip)}
-
-
 @dataclass
 class TrainResult:
     architecture: Architecture  # weighted (trained weights read back); the input arch when failed
@@ -154,69 +106,6 @@ class TrainResult:
     epochs: int = 0
     score: float | None = None
     seconds: float = 0.0
-
-
-# ----- backend set-up, once at import ---------------------------------------------------
-def _configure_backend() -> None:
-    if keras.backend.backend() != "tensorflow":
-        return
-    import tensorflow as tf
-
-    try:
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
-    except RuntimeError as e:  # the runtime was already initialised by someone else
-        log.warning("could not turn on GPU memory growth: %s", e)
-    # TensorFlow's defaults (0 = "one thread per core" for both pools) measured as good as
-    # any explicit setting on 2 cores (bench/trainer.py: 0/0 best, 2/2 about the same,
-    # 2 intra + 1 inter ~20 % slower, 1/1 ~35 % slower); explicit values only when the
-    # environment asks (SPROUT_INTRA_OP_THREADS, SPROUT_INTER_OP_THREADS).
-    try:
-        intra = os.environ.get("SPROUT_INTRA_OP_THREADS")
-        inter = os.environ.get("SPROUT_INTER_OP_THREADS")
-        if intra:
-            tf.config.threading.set_intra_op_parallelism_threads(int(intra))
-        if inter:
-            tf.config.threading.set_inter_op_parallelism_threads(int(inter))
-    except RuntimeError as e:
-        log.warning("could not set TensorFlow's thread pools: %s", e)
-
-
-_configure_backend()
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def device_name() -> str:
-    """Where training runs, in words: ``"GPU (NVIDIA H200)"`` or ``"CPU (2 cores)"``."""
-    backend = keras.backend.backend()
-    try:
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-                return f"GPU ({name})" + (f" x{len(gpus)}" if len(gpus) > 1 else "")
-        elif backend == "jax":
-            import jax
-
-            devices = jax.devices()
-            if devices and devices[0].platform == "gpu":
-                return f"GPU ({devices[0].device_kind})" + (f" x{len(devices)}" if len(devices) > 1 else "")
-        elif backend == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                return f"GPU ({torch.cuda.get_device_name(0)})"
-    except Exception as e:  # a broken driver must not break the caller
-        log.warning("could not query the GPU: %s", e)
-    return f"CPU ({_cpu_count()} cores)"
 
 
 def _learning_rate(config: TrainConfig, steps_per_epoch: int):
@@ -253,39 +142,6 @@ def _adam(learning_rate):
         if tf.distribute.get_strategy().num_replicas_in_sync == 1:
             optimizer._all_reduce_sum_gradients = lambda grads_and_vars: list(grads_and_vars)
     return optimizer
-
-
-# ----- data -----------------------------------------------------------------------------
-class Batches(keras.utils.PyDataset):
-    """Batches of ``x`` (and ``y``) gathered by index from the arrays given, never a copy
-    of the whole set. With ``shuffle`` the order is a fresh permutation every epoch
-    (seeded); without it batches are consecutive slices (views)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 augment: Augment | None = None):
-        super().__init__()  # one worker, no multiprocessing: a gather is cheaper than a hand-off
-        self.x, self.y, self.batch_size = x, y, int(batch_size)
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x)) if shuffle else None
-        self.augment = augment if augment is not None and augment.active else None
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, i: int):
-        part = slice(i * self.batch_size, (i + 1) * self.batch_size)
-        if self._order is None:
-            xb = self.x[part]
-            return xb if self.y is None else (xb, self.y[part])
-        index = np.sort(self._order[part])  # sorted: reads memory forwards; order in a batch is irrelevant
-        xb = np.take(self.x, index, axis=0)
-        if self.augment is not None:
-            xb = self.augment.apply(xb, self._rng)
-        return xb if self.y is None else (xb, np.take(self.y, index, axis=0))
-
-    def on_epoch_end(self) -> None:
-        if self._order is not None:
-            self._rng.shuffle(self._order)
 
 
 # ----- failures -------------------------------------------------------------------------
@@ -529,44 +385,3 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
     return TrainResult(architecture=trained, status=status, error=error, out_of_memory=oom, history=history,
                        epochs=epochs, score=score_of(history, config.score_epochs) if status != "failed" else None,
                        seconds=time.monotonic() - started)
-
-
-# ----- inference ------------------------------------------------------------------------
-def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities ``(n, n_classes)`` for the uint8 images ``x``, in batches."""
-    if len(x) == 0:
-        return np.zeros((0, int(model.outputs[0].shape[-1])), np.float32)
-    return np.asarray(model.predict(Batches(x, None, batch_size), verbose=0), dtype=np.float32)
-
-
-def evaluate(model, x: np.ndarray, y: np.ndarray, class_names: list[str], batch_size: int = 256) -> dict:
-    """Accuracy, per-class numbers and the confusion matrix of ``model`` on ``(x, y)``;
-    see :func:`scores`."""
-    k = len(class_names)
-    probs = predict(model, x, batch_size) if len(x) else np.zeros((0, k), np.float32)
-    return scores(probs, y, class_names)
-
-
-def scores(probs: np.ndarray, y: np.ndarray, class_names: list[str]) -> dict:
-    """Accuracy, per-class numbers and the confusion matrix of the predicted probabilities
-    ``probs`` ``(n, n_classes)`` against the labels ``y``.
-
-    ``confusion[i][j]`` counts images of class ``i`` predicted as ``j``. Per class:
-    ``precision`` (of the images predicted as the class, the fraction that are),
-    ``recall`` (of the images of the class, the fraction found), ``accuracy`` (the
-    fraction of the class's images classified correctly; equal to recall, named for the
-    UI) and ``n`` (images of the class). A ratio with nothing to divide is 0.0.
-    """
-    k = len(class_names)
-    y = np.asarray(y).astype(np.int64)
-    pred = np.argmax(probs, axis=1) if len(y) else np.zeros(0, np.int64)
-    confusion = np.zeros((k, k), np.int64)
-    np.add.at(confusion, (y, pred), 1)
-    per_class = {}
-    for i, name in enumerate(class_names):
-        tp, n, predicted = int(confusion[i, i]), int(confusion[i].sum()), int(confusion[:, i].sum())
-        recall = tp / n if n else 0.0
-        per_class[str(name)] = {"precision": tp / predicted if predicted else 0.0, "recall": recall,
-                                "accuracy": recall, "n": n}
-    return {"accuracy": float(np.mean(pred == y)) if len(y) else 0.0, "n": int(len(y)), "per_class": per_class,
-            "confusion": confusion.tolist()}

@@ -360,3 +360,15 @@ def test_predict_is_batched_and_gives_probabilities(arch):
 def test_device_name_says_where_training_runs():
     name = trainer.device_name()
     assert name.startswith("GPU (") or (name.startswith("CPU (") and name.endswith("cores)"))
+
+
+def test_doctests_of_the_training_modules():
+    import doctest
+
+    import engine.batches
+    import engine.device
+    import engine.evaluation
+
+    for module in (engine.batches, engine.device, engine.evaluation):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

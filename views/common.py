@@ -61,9 +61,9 @@ def registry():
 
 @st.cache_resource(show_spinner="Checking this computer…")
 def device_name() -> str:
-    from engine import trainer
+    from engine import device  # Keras (and TensorFlow) load here, once
 
-    return trainer.device_name()
+    return device.device_name()
 
 
 # ----- state that survives reloads ----------------------------------------------------

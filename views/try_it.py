@@ -61,7 +61,7 @@ if pixels is None:
     st.caption("Upload a picture, take one with your camera, or pick one of your test images.")
     st.stop()
 
-from engine.trainer import predict  # noqa: E402 - TensorFlow only once there is something to predict
+from engine.evaluation import predict  # noqa: E402 - TensorFlow only once there is something to predict
 
 probs = np.asarray(predict(model, pixels[None].astype(np.uint8)))[0]
 top = int(np.argmax(probs))
