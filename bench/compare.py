@@ -211,6 +211,8 @@ def write_report(payload: dict, stem: str) -> str:
                 v = verdict(results, key, "bayesian", other)
                 if v:
                     lines.append(f"- bayesian vs {other}, {what}: {v}")
+    if payload.get("notes"):  # the analysis written after the run, kept in the JSON so a rebuild keeps it
+        lines += ["", "## Reading this table", ""] + list(payload["notes"])
     lines += ["", "Per run:", "", "| method | seed | held-out | test folder | trials | best validation | wall s |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: (methods.index(r["method"]) if r["method"] in methods else 99, r["seed"])):

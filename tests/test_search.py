@@ -108,6 +108,19 @@ def test_real_search_split_keeps_test_apart(real_run):
     assert info["class_names"] == [str(i) for i in range(10)] and info["image_size"] == 16 and info["channels"] == 1
 
 
+def test_bench_finetune_retunes_the_best_trial_and_leaves_the_run_alone(real_run):
+    from bench.finetune import report, tune_and_score
+
+    out, summary, _, _ = real_run
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    result = tune_and_score(out, [1], None)
+    (row,) = result["rows"]
+    assert result["best_trial"] == summary["best"]["trial_id"] and result["budget_s"] == 60
+    assert row["epochs"] == 1 and 0.0 <= row["held_out"] <= 1.0 and "folder" not in row
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert "| 1 | " in report([result], [1])
+
+
 # ------------------------------------------------------------------------- fake trainer
 class FakeTrainer:
     """Stands in for engine.trainer.train: instant, deterministic, scores by structure."""
