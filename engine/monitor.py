@@ -1,0 +1,255 @@
+"""The snapshot of one run, as the app's pages read it: kept up to date from a live run's
+events, or rebuilt from a run folder alone (a run of an earlier server, or a CLI run).
+
+:class:`RunMonitor` turns :func:`engine.search.run_search` events into a plain JSON-able
+dict (format in docs/contracts.md), under a lock; :func:`snapshot_from_disk` replays a run
+folder's files through the same monitor, so both kinds of run look alike to the pages.
+Runs on disk are read-only here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from engine.errors import SproutError
+from engine.run import RunFolder, read_jsonl
+
+log = logging.getLogger("engine.jobs")
+
+ACTIVE = ("starting", "running", "finishing")
+MAX_LOG_LINES = 200
+
+
+class RunMonitor:
+    """The snapshot of one run, kept up to date from :func:`run_search` events."""
+
+    def __init__(self, run_id: str, run_dir: Path, config=None, status: str = "starting"):
+        from engine.kernel import DistanceCache
+
+        self.lock = threading.Lock()
+        self.cache = DistanceCache()
+        self._ok_ids: list[str] = []
+        self._clock: tuple[float, float] | None = None  # (elapsed at mark, monotonic at mark)
+        self.run_dir = Path(run_dir)
+        self.snap: dict = {
+            "run_id": run_id, "status": status, "error": None,
+            "searcher": getattr(config, "searcher", None), "device": None,
+            "budget_s": getattr(config, "budget_s", None), "elapsed_s": 0.0,
+            "class_names": [], "image_size": None, "channels": None,
+            "trials": [], "distances": {"ids": [], "matrix": []}, "in_flight": None, "phase": None,
+            "best": None, "final": None, "files": {"keras": None, "labels": None}, "log": [],
+            "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
+        }
+
+    # ----- events (called from the run's thread) ------------------------------------------
+    def handle(self, event: dict) -> None:
+        with self.lock:
+            getattr(self, "_on_" + event.get("type", ""), self._on_unknown)(event)
+
+    def _on_unknown(self, event: dict) -> None:
+        pass
+
+    def _log(self, message: str) -> None:
+        lines = self.snap["log"]
+        lines.append(str(message))
+        del lines[:-MAX_LOG_LINES]
+
+    def _on_log(self, e: dict) -> None:
+        self._log(e.get("message", ""))
+
+    def _on_started(self, e: dict) -> None:
+        s = self.snap
+        for key in ("searcher", "device", "budget_s", "class_names", "image_size", "channels", "created", "recipe"):
+            if e.get(key) is not None:
+                s[key] = copy.deepcopy(e[key])
+        s["data"] = {k: e.get(k) for k in ("n_train", "n_val", "n_test")}
+        if s["status"] == "starting":
+            s["status"] = "running"
+        self._clock = (float(e.get("elapsed_s", 0.0)), time.monotonic())
+
+    def _on_phase(self, e: dict) -> None:
+        self.snap["phase"] = e["phase"]
+        if e["phase"] == "final" and self.snap["status"] in ("starting", "running"):
+            self.snap["status"] = "finishing"
+
+    def _on_trial_started(self, e: dict) -> None:
+        self.snap["in_flight"] = {
+            "trial_id": e["trial_id"], "parent_id": e.get("parent_id"), "epoch": 0,
+            "max_epochs": e.get("max_epochs"), "batch": 0, "n_batches": None,
+            "proposal": copy.deepcopy(e.get("proposal")), "operations": copy.deepcopy(e.get("operations", [])),
+            "description": e.get("description"), "logs": {},
+        }
+
+    def _on_epoch(self, e: dict) -> None:
+        f = self.snap["in_flight"]
+        if f is not None and f["trial_id"] == e["trial_id"]:
+            f["epoch"], f["batch"], f["logs"] = e["epoch"], 0, dict(e.get("logs") or {})
+
+    def _on_batch(self, e: dict) -> None:
+        f = self.snap["in_flight"]
+        if f is not None and f["trial_id"] == e["trial_id"]:
+            f["batch"], f["n_batches"] = e["batch"], e["n_batches"]
+
+    def _on_trial_finished(self, e: dict) -> None:
+        trial = copy.deepcopy(e["trial"])
+        s = self.snap
+        s["trials"].append(trial)
+        if s["in_flight"] is not None and s["in_flight"]["trial_id"] == trial["id"]:
+            s["in_flight"] = None
+        if trial.get("status") == "ok" and trial.get("architecture"):
+            from engine.architecture import Architecture
+
+            try:
+                arch = Architecture.from_dict(trial["architecture"])
+                arch.id = str(trial["id"])
+                self.cache.add(arch)
+                self._ok_ids.append(str(trial["id"]))
+                s["distances"] = {"ids": list(self._ok_ids),
+                                  "matrix": [[round(float(v), 6) for v in row] for row in self.cache.matrix(self._ok_ids)]}
+            except (ValueError, KeyError) as exc:  # a damaged architecture must not break the page
+                log.warning("trial %s: no distances (%s)", trial.get("id"), exc)
+            if s["best"] is None or (trial.get("val_accuracy") or 0) > s["best"]["val_accuracy"]:
+                s["best"] = {"trial_id": trial["id"], "val_accuracy": trial["val_accuracy"]}
+
+    def _on_limits(self, e: dict) -> None:
+        self.snap["limits"] = dict(e["limits"])
+
+    def _on_final(self, e: dict) -> None:
+        self.snap["final"] = copy.deepcopy(e["final"])
+        self.snap["files"] = dict(e["files"])
+        self.snap["in_flight"] = None
+
+    def _on_finished(self, e: dict) -> None:
+        summary = e.get("summary") or {}
+        self.snap["in_flight"] = None
+        if summary.get("wall_s") is not None:
+            self.snap["elapsed_s"] = summary["wall_s"]
+        self._clock = None
+        if summary.get("status") in ("done", "stopped"):
+            self.snap["status"] = summary["status"]
+        if summary.get("final") and self.snap["final"] is None:
+            self.snap["final"] = copy.deepcopy(summary["final"])
+            self.snap["files"] = dict(summary.get("files") or self.snap["files"])
+
+    # ----- called by the registry -------------------------------------------------------
+    def set_status(self, status: str, error: str | None = None) -> None:
+        with self.lock:
+            self.snap["status"] = status
+            if error is not None:
+                self.snap["error"] = error
+                self._log(f"error: {error}")
+            if status not in ACTIVE:
+                self.snap["in_flight"] = None
+                if self._clock is not None:
+                    self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
+                self._clock = None
+
+    @property
+    def status(self) -> str:
+        with self.lock:
+            return self.snap["status"]
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            snap = copy.deepcopy(self.snap)
+            if self._clock is not None:
+                snap["elapsed_s"] = round(self._clock[0] + time.monotonic() - self._clock[1], 3)
+        return snap
+
+
+def _status_of_disk_run(folder: RunFolder, state: dict | None, summary: dict | None) -> tuple[str, str | None]:
+    if summary is not None and summary.get("status") in ("done", "stopped"):
+        return summary["status"], None
+    phase = (state or {}).get("phase")
+    if phase == "failed":
+        return "failed", (state or {}).get("error") or "the run failed"
+    if _process_alive(state or {}):
+        return "running", None
+    return "stopped", "the run was interrupted before it finished (the server or process stopped)"
+
+
+def _process_alive(state: dict) -> bool:
+    """Whether the process that wrote ``state`` (another server, a CLI search) still runs."""
+    pid, host = state.get("pid"), state.get("host")
+    if not isinstance(pid, int) or host != socket.gethostname() or pid == os.getpid():
+        return False  # this process's own runs are in the registry; others' elsewhere are unknowable
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
+    """A snapshot rebuilt from a run folder alone (a run of an earlier server, or a CLI run)."""
+    folder = RunFolder(run_dir)
+    if not folder.exists():
+        raise SproutError(f"{run_dir} is not a Sprout run folder")
+    state = folder.read_state() or {}
+    summary = folder.read_summary()
+    dataset = folder.read_dataset() or {}
+    config = state.get("config") or {}
+    monitor = RunMonitor(run_id or folder.root.name, folder.root)
+    m = monitor.snap
+    m.update(searcher=config.get("searcher"), budget_s=config.get("budget_s"), device=state.get("device"),
+             recipe=state.get("recipe"),
+             created=state.get("created"), class_names=dataset.get("class_names", []),
+             image_size=dataset.get("image_size"), channels=dataset.get("channels"),
+             phase=state.get("phase") if state.get("phase") in ("seed", "search", "final") else None,
+             elapsed_s=float(state.get("budget_used_s", 0.0)))
+    if dataset.get("split"):
+        m["data"] = {f"n_{k}": len(v) for k, v in dataset["split"].items()}
+    for record in folder.read_trials():
+        try:
+            arch = folder.load_architecture(record["id"], weights=False).to_dict()
+        except (OSError, ValueError, KeyError):
+            arch = None
+        monitor._on_trial_finished({"trial": {**record, "architecture": arch}})
+    if state.get("limits"):
+        m["limits"] = state["limits"]
+    if summary is not None:
+        monitor._on_finished({"summary": summary})
+        m["files"] = {k: (v if v and Path(v).exists() else None) for k, v in (summary.get("files") or {}).items()}
+        if m["files"].get("keras") is None and folder.model_path.exists():
+            m["files"] = {"keras": str(folder.model_path), "labels": str(folder.labels_path)}
+    status, error = _status_of_disk_run(folder, state, summary)
+    m["status"], m["error"] = status, error
+    m["log"] = [f"read from {folder.root} (a run of an earlier session; read-only)"]
+    return monitor.snapshot()
+
+
+def _disk_key(run_dir: Path) -> tuple:
+    out = []
+    for name in ("state.json", "trials.jsonl", "summary.json"):
+        try:
+            st = (run_dir / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _disk_listing(folder: RunFolder) -> dict:
+    state = folder.read_state() or {}
+    summary = folder.read_summary()
+    status, _ = _status_of_disk_run(folder, state, summary)
+    best = None
+    if summary is not None and summary.get("best"):
+        best = summary["best"].get("val_accuracy")
+    else:
+        scores = [r.get("val_accuracy") for r in read_jsonl(folder.trials_path) if r.get("status") == "ok"]
+        best = max((s for s in scores if s is not None), default=None)
+    return {"run_id": folder.root.name, "status": status, "created": state.get("created"),
+            "best_val_accuracy": best, "searcher": (state.get("config") or {}).get("searcher"),
+            "n_trials": (summary or {}).get("n_trials"),
+            "test_accuracy": (summary or {}).get("test_accuracy"), "live": False}
