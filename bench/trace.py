@@ -29,8 +29,9 @@ from bench.compare import RESULTS
 
 def read_trials(folder: Path) -> list[dict]:
     """The finished (status ok) trial records of one run folder, in the order they ran."""
-    lines = (folder / "trials.jsonl").read_text().splitlines()
-    return [r for r in map(json.loads, filter(None, lines)) if r.get("status") == "ok" and r.get("val_accuracy") is not None]
+    from engine.run import read_jsonl  # the run folder's own reader: a torn last line is skipped
+
+    return [r for r in read_jsonl(folder / "trials.jsonl") if r.get("status") == "ok" and r.get("val_accuracy") is not None]
 
 
 def lineage(trials: list[dict], trial_id: str) -> list[dict]:
