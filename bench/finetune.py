@@ -35,8 +35,7 @@ def tune_and_score(folder: Path, epochs_list: list[int], test_data: str | None) 
     from engine.run import RunFolder
 
     run = RunFolder(folder)
-    info, summary = run.read_dataset(), run.read_summary()
-    state = json.loads((folder / "state.json").read_text())
+    info, summary, state = run.read_dataset(), run.read_summary(), run.read_state()
     recipe = Recipe.from_dict(state["recipe"])
     ds = data.load(info["source"], image_size=info["image_size"], channels=info["channels"])
     labels = np.asarray(ds.labels, dtype=np.int32)
