@@ -29,10 +29,11 @@ from bench.compare import RESULTS, machine
 
 def tune_and_score(folder: Path, epochs_list: list[int], test_data: str | None) -> dict:
     """Fine-tune the best trial of ``folder`` for each of ``epochs_list`` and score each result."""
-    from engine import data, trainer
-    from engine.final import FINAL_LR_FACTOR
-    from engine.recipe import Recipe
-    from engine.run import RunFolder
+    from engine.data import ingest as data
+    from engine.training import trainer
+    from engine.search.final import FINAL_LR_FACTOR
+    from engine.training.recipe import Recipe
+    from engine.search.folder import RunFolder
 
     run = RunFolder(folder)
     info, summary, state = run.read_dataset(), run.read_summary(), run.read_state()

@@ -3,7 +3,7 @@
 Three conv stages of 32/64/128 filters with batch norm, global average pooling, dropout,
 Adam 1e-3, batch 64, trained for the whole budget; the weights of the best validation
 epoch are kept (issue "Search quality"). It uses the same data, split and input pipeline
-as a search (``engine.data`` and ``engine.trainer.Batches``), so only the choice of
+as a search (``engine.data.ingest`` and ``engine.training.trainer.Batches``), so only the choice of
 architecture and the use of time differ.
 
     python -m bench.fixed_cnn DATA --budget 270 --seed 0 --out RUN_DIR
@@ -29,10 +29,11 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     started = time.monotonic()
     import keras
 
-    from engine import data
-    from engine.architecture import build_model, init_weights, seed_architecture
-    from engine.search import TEST_FRACTION, VAL_FRACTION
-    from engine.trainer import Batches, evaluate
+    from engine.data import ingest as data
+    from engine.nas.architecture import init_weights, seed_architecture
+    from engine.training.model import build_model
+    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
+    from engine.training.trainer import Batches, evaluate
 
     ds = data.load(source)
     split = ds.split(test=TEST_FRACTION, val=VAL_FRACTION, seed=seed)

@@ -2,10 +2,10 @@
 
 Measures, as the median of ``--runs`` runs each:
 
-* cold ``engine.data.load`` (an empty temporary cache every run) and warm load (cache filled);
+* cold ``engine.data.ingest.load`` (an empty temporary cache every run) and warm load (cache filled);
 * the CLI end to end (``python -m engine inspect DATA``, new process, cold and warm cache);
 * decoding with and without the thread pool, on DATA and on generated large JPEGs, which
-  is what decides when :func:`engine.decode.map_images` uses threads.
+  is what decides when :func:`engine.data.decode.map_images` uses threads.
 
 Writes ``bench/results/ingest.md``. DATA defaults to the shared Fashion-MNIST subset
 (``../shared/datasets/fashion-mnist-small/train`` from the repository root).
@@ -29,7 +29,9 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from engine import data, decode
+from engine.data import ingest as data
+
+from engine.data import decode
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "../shared/datasets/fashion-mnist-small/train"  # relative to the repository root
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
         *rows,
         "",
-        "Rule in `engine.decode.map_images`: use the thread pool only when there are at least "
+        "Rule in `engine.data.decode.map_images`: use the thread pool only when there are at least "
         f"{decode.THREAD_MIN_FILES} files averaging at least {decode.THREAD_MIN_MEAN_BYTES // 1024} KiB "
         "(Pillow releases the GIL while decoding big files; for tiny files Python overhead dominates).",
         *busy_note(load_before),

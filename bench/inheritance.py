@@ -10,13 +10,13 @@ val=VAL_FRACTION, seed=S)``); the test part is not used.
 
 Per seed S:
 
-1. The parent: the seed architecture trained ``--epochs-parent`` epochs (``engine.trainer.train``,
+1. The parent: the seed architecture trained ``--epochs-parent`` epochs (``engine.training.trainer.train``,
    patience larger than the epochs, so the only early-stopping effect is Keras restoring the
    weights of the best validation-loss epoch at the end). Its validation accuracy is measured
-   with ``build_model`` + ``engine.trainer.evaluate`` on the validation split.
+   with ``build_model`` + ``engine.training.trainer.evaluate`` on the validation split.
 2. For each morphism kind (deeper in the conv part, deeper in the dense head, wider conv,
    wider dense, add_skip, concat_skip) one child made by the engine's morphism functions
-   (``engine.morphism.MORPHISMS``; a kind with a part, e.g. deeper (conv), takes the first
+   (``engine.nas.morphism.MORPHISMS``; a kind with a part, e.g. deeper (conv), takes the first
    child of the right part over seeded random draws). Its validation accuracy *before any
    training* is measured the same way, along with the largest softmax difference from the
    parent on the validation images.
@@ -78,18 +78,18 @@ def log(message: str) -> None:
 # ----- data -------------------------------------------------------------------------------
 def load_split(data: str | None, seed: int) -> dict:
     """``{"name", "x_train", "y_train", "x_val", "y_val", "class_names"}`` split like a search."""
-    from engine.search import TEST_FRACTION, VAL_FRACTION
+    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
 
     if data is None and DEFAULT_DATA.is_dir():
         data = str(DEFAULT_DATA)
     if data is not None:
-        from engine import data as data_module
+        from engine.data import ingest as data_module
 
         ds = data_module.load(data)
         x, y, class_names = ds.images, ds.labels.astype(np.int64), list(ds.class_names)
         name = Path(data).resolve().parent.name + "/" + Path(data).name if Path(data).name == "train" else data
     else:
-        from engine.data import stratified_split
+        from engine.data.ingest import stratified_split
 
         from tests.digits import digits_16px
 
@@ -111,7 +111,7 @@ def load_split(data: str | None, seed: int) -> dict:
 def make_child(parent, key: str, seed: int):
     """A child of ``parent`` by the morphism kind ``key`` (see :data:`KINDS`): the first one
     of the right part over the draws of ``default_rng([seed, draw])``."""
-    from engine import morphism
+    from engine.nas import morphism
 
     _, label, fn, wanted = next(k for k in KINDS if k[0] == key)
     for draw in range(DRAWS):
@@ -122,11 +122,11 @@ def make_child(parent, key: str, seed: int):
 
 
 def measure(arch, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> tuple[float, np.ndarray]:
-    """(validation accuracy by :func:`engine.trainer.evaluate`, softmax outputs) of ``arch``."""
+    """(validation accuracy by :func:`engine.training.trainer.evaluate`, softmax outputs) of ``arch``."""
     import keras
 
-    from engine.architecture import build_model
-    from engine.trainer import evaluate, predict
+    from engine.training.model import build_model
+    from engine.training.trainer import evaluate, predict
 
     model = build_model(arch)
     accuracy = evaluate(model, x, y, class_names)["accuracy"]
@@ -140,7 +140,7 @@ def curve(arch, d: dict, epochs: int, seed: int) -> tuple[list[float], object]:
     """Validation accuracy after each of ``epochs`` epochs of training ``arch`` (its weights
     where it has them), and the trained architecture. Patience is larger than the epochs:
     early stopping never ends training."""
-    from engine.trainer import TrainConfig, train
+    from engine.training.trainer import TrainConfig, train
 
     result = train(arch, d["x_train"], d["y_train"], d["x_val"], d["y_val"],
                    TrainConfig(max_epochs=epochs, patience=epochs + 1, seed=seed))
@@ -161,8 +161,8 @@ def run_seed(d: dict, seed: int, parent_epochs: int, max_epochs: int, kinds: lis
              reference: bool = True) -> dict:
     """One repetition: train the parent, then per kind measure the child before training and
     count the epochs to the parent's validation accuracy, inherited and from scratch."""
-    from engine.architecture import init_weights, seed_architecture
-    from engine.morphism import describe
+    from engine.nas.architecture import init_weights, seed_architecture
+    from engine.nas.morphism import describe
 
     started = time.monotonic()
     seed_arch = seed_architecture(d["x_train"].shape[1:], len(d["class_names"]))
@@ -219,7 +219,7 @@ def machine(load_start: tuple[float, ...]) -> list[str]:
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                    platform.processor() or "?")
-    from engine.trainer import device_name
+    from engine.training.trainer import device_name
 
     return [f"- Date: {datetime.date.today().isoformat()}",
             f"- Machine: {os.cpu_count()} CPUs ({cpu}), training on {device_name()}; Python "
@@ -320,10 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(kinds) - set(LABELS)
     if unknown:
         p.error(f"unknown kinds {sorted(unknown)}; expected some of {', '.join(LABELS)}")
-    from engine.search import TEST_FRACTION, VAL_FRACTION
+    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
     # Everything the run needs, imported now: a module imported hours later could come from
     # a newer working tree than the ones already loaded.
-    for module in ("engine.architecture", "engine.morphism", "engine.surgery", "engine.trainer"):
+    for module in ("engine.nas.architecture", "engine.nas.morphism", "engine.nas.surgery", "engine.training.trainer"):
         importlib.import_module(module)
 
     load_start = os.getloadavg()

@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import morphism
-from engine.architecture import Architecture, build_model, init_weights, read_weights, seed_architecture
+from engine.nas import morphism
+from engine.nas.architecture import Architecture, init_weights, seed_architecture
+from engine.training.model import build_model, read_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "morph.md"

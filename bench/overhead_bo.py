@@ -33,10 +33,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.simulate import machine, seed_arch, true_accuracy
-from engine import kernel as K
-from engine.acquisition import optimize_acquisition
-from engine.gp import ArchitectureGP
-from engine.morphism import random_morph
+from engine.nas import distance as K
+from engine.nas.acquisition import optimize_acquisition
+from engine.nas.gp import ArchitectureGP
+from engine.nas.morphism import random_morph
 
 
 def trained_networks(n: int, seed: int, max_steps: int = 8) -> list:

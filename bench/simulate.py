@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import scipy
 
-from engine.architecture import seed_architecture
-from engine.morphism import random_morph
+from engine.nas.architecture import seed_architecture
+from engine.nas.morphism import random_morph
 from engine.errors import SproutError
-from engine.searchers import make_searcher
+from engine.nas.searchers import make_searcher
 
 INPUT_SHAPE = (32, 32, 3)
 NOISE = 0.005
@@ -141,8 +141,8 @@ def embedding_check(seeds=(11, 12, 13), n_test=50, sizes=(20, 50, 110)) -> dict:
     embedding and training-set size (random morph chains of 1..12 steps)."""
     from scipy.stats import spearmanr
 
-    from engine import kernel as K
-    from engine.gp import GaussianProcess
+    from engine.nas import distance as K
+    from engine.nas.gp import GaussianProcess
 
     out: dict = {}
     for seed in seeds:

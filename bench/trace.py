@@ -29,7 +29,7 @@ from bench.compare import RESULTS
 
 def read_trials(folder: Path) -> list[dict]:
     """The finished (status ok) trial records of one run folder, in the order they ran."""
-    from engine.run import read_jsonl  # the run folder's own reader: a torn last line is skipped
+    from engine.search.folder import read_jsonl  # the run folder's own reader: a torn last line is skipped
 
     return [r for r in read_jsonl(folder / "trials.jsonl") if r.get("status") == "ok" and r.get("val_accuracy") is not None]
 

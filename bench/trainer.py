@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m bench.trainer [--quick]``. Results go to
 ``bench/results/trainer.json`` and a table on stdout.
 
 Compared, for the seed architecture on 28x28x1 images:
-- feed: ``pydataset`` (engine.trainer.Batches: index-shuffled batches gathered from the
+- feed: ``pydataset`` (engine.training.trainer.Batches: index-shuffled batches gathered from the
   uint8 array, what train() uses) vs ``arrays`` (the arrays passed to ``fit`` with
   ``shuffle=True``; Keras then converts the whole array into one backend tensor per
   ``fit`` call, i.e. per trial, reported separately as ``setup_s``);
@@ -62,8 +62,9 @@ def measure(n: int, side: int, rounds: int, jit: str) -> dict:
     import keras
     import numpy as np
 
-    from engine import trainer
-    from engine.architecture import build_model, init_weights, seed_architecture
+    from engine.training import trainer
+    from engine.nas.architecture import init_weights, seed_architecture
+    from engine.training.model import build_model
 
     x, y = _data(n, side)
     xv, yv = _data(max(64, n // 5), side, seed=1)

@@ -14,7 +14,7 @@ from engine.errors import SproutError
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from engine import data
+    from engine.data import ingest as data
 
     report = data.inspect(args.data, image_size=args.image_size, channels=args.channels)
     json.dump(report.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
@@ -46,7 +46,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from engine.search import SearchConfig, run_search
+    from engine.search.loop import SearchConfig, run_search
 
     if args.budget is None and not args.resume:
         raise SproutError("the search needs a time budget: --budget SECONDS")
@@ -131,19 +131,19 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from engine import data
-    from engine.search import read_labels
+    from engine.data import ingest as data
+    from engine.search.loop import read_labels
 
     model_path = Path(args.model)
     if not model_path.is_file():
         raise SproutError(f"there is no model file at {model_path}")
     labels = read_labels(model_path.parent / "labels.json")
     with _QuietStderr():
-        from engine import trainer
+        from engine.training import trainer
 
         try:
-            from engine.export import load_model
-        except ImportError:  # pragma: no cover - until engine.export exists
+            from engine.training.export import load_model
+        except ImportError:  # pragma: no cover - until engine.training.export exists
             import keras
 
             def load_model(path):
@@ -175,8 +175,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.run import is_run_folder
-    from engine.search import read_labels
+    from engine.search.folder import is_run_folder
+    from engine.search.loop import read_labels
 
     run = Path(args.run_dir)
     if not is_run_folder(run):
@@ -188,7 +188,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if labels is None:
         raise SproutError(f"{run} has no readable labels.json")
     with _QuietStderr():
-        from engine.export import export
+        from engine.training.export import export
 
         out = export(model_path, args.format, Path(args.out), list(labels["labels"]))
     print(out)
@@ -203,7 +203,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _recipe(text: str) -> dict:
-    from engine.recipe import parse_overrides
+    from engine.training.recipe import parse_overrides
 
     try:
         return parse_overrides(text)

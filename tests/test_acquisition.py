@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from engine import kernel as K
-from engine.acquisition import optimize_acquisition, ucb
-from engine.architecture import seed_architecture
+from engine.nas import distance as K
+from engine.nas.acquisition import optimize_acquisition, ucb
+from engine.nas.architecture import seed_architecture
 from engine.errors import SproutError
-from engine.gp import ArchitectureGP
-from engine.morphism import apply, random_morph
-from engine.searchers import Proposal, make_searcher
+from engine.nas.gp import ArchitectureGP
+from engine.nas.morphism import apply, random_morph
+from engine.nas.searchers import Proposal, make_searcher
 from tests.test_gp import synthetic_accuracy
 from tests.test_kernel import random_architectures
 

@@ -231,7 +231,7 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     assert verdict and ("It's" in verdict[0] or "Maybe" in verdict[0]), verdict
     assert any("top" in k for k in _plotly_specs(at)), "the top predictions chart"
 
-    # an uploaded picture goes through engine.data.decode_image
+    # an uploaded picture goes through engine.data.ingest.decode_image
     at.segmented_control(key="try_source").set_value("Upload")
     at.run()
     at.file_uploader(key="picture_0").set_value([("seven.png", _png(30, 40, colour=True), "image/png")])

@@ -10,17 +10,17 @@ import json
 import numpy as np
 import pytest
 
-import engine.architecture
-import engine.morphism
-from engine.architecture import (Architecture, Layer, Limits, build_model, init_weights, read_weights,
-                                 seed_architecture)
+import engine.nas.architecture
+import engine.nas.morphism
+from engine.nas.architecture import Architecture, Layer, Limits, init_weights, seed_architecture
+from engine.training.model import build_model, read_weights
 
 
 def _with_skips() -> Architecture:
     """The 16x16 seed (ids 1..14, see tests/test_morphism.py) with an add and a concat skip."""
     arch = init_weights(seed_architecture((16, 16, 1), 10, filters=(16, 32), dense_units=32), seed=2)
     arch.id = "t1"
-    return engine.morphism.apply(arch, [
+    return engine.nas.morphism.apply(arch, [
         {"op": "add_skip", "start": 3, "end": 7, "new_ids": [15, 16, 17]},
         {"op": "concat_skip", "start": 1, "end": 8, "new_ids": [18, 19, 20, 21]},
         {"op": "deeper", "after": 7, "after_kind": "relu", "part": "conv", "kernel": 5, "relu": False, "new_ids": [22, 23]},
@@ -28,7 +28,7 @@ def _with_skips() -> Architecture:
 
 
 def test_doctests():
-    for module in (engine.architecture, engine.morphism):
+    for module in (engine.nas.architecture, engine.nas.morphism):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
 

@@ -88,8 +88,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import cli, sources
-from engine.sources import Limits
+from engine import cli
+
+from engine.data import sources
+from engine.data.sources import Limits
 from tests.test_data_sources import write_zip  # the one zip writer of the data tests
 
 # ---------------------------------------------------------------------------- builders

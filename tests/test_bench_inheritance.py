@@ -7,7 +7,7 @@ from tests.digits import digits_16px
 
 
 def _tiny() -> dict:
-    from engine.data import stratified_split
+    from engine.data.ingest import stratified_split
 
     x, y = digits_16px(0)
     x, y = x[:600, ::2, ::2], y[:600]  # back to the original 8x8 digits: one conv block, fast
@@ -35,7 +35,7 @@ def test_run_seed_preserves_function_and_reports_the_table_fields():
 
 def test_epochs_to_and_make_child_parts():
     from bench import inheritance
-    from engine.architecture import seed_architecture
+    from engine.nas.architecture import seed_architecture
 
     assert inheritance.epochs_to([0.5, 0.7, 0.9], 0.7) == 2
     assert inheritance.epochs_to([0.5, 0.6], 0.7) is None

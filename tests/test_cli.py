@@ -86,7 +86,7 @@ def test_evaluate_prints_json(finished_run):
 
 
 def test_export_keras(finished_run, tmp_path):
-    pytest.importorskip("engine.export")
+    pytest.importorskip("engine.training.export")
     home, out, _, _ = finished_run
     target = tmp_path / "exported.keras"
     result = _engine(home, "export", out, "--format", "keras", "--out", target, timeout=120)

@@ -1,4 +1,4 @@
-"""engine.data: loading labelled folders, the report, the cache, the split and the CLI."""
+"""engine.data.ingest: loading labelled folders, the report, the cache, the split and the CLI."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import data, decode
+from engine.data import ingest as data
+
+from engine.data import decode
 from engine.errors import SproutError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,7 +300,7 @@ def test_sample_is_the_digits_upscaled():
 def test_sample_reads_exactly_scikit_learns_digits():
     from sklearn.datasets import load_digits
 
-    from engine.sample import digits
+    from engine.data.sample import digits
 
     images, labels = digits()
     bunch = load_digits()

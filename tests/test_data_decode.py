@@ -1,4 +1,4 @@
-"""engine.decode: one file's bytes -> a square uint8 array, or a plain reason why not."""
+"""engine.data.decode: one file's bytes -> a square uint8 array, or a plain reason why not."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.decode import ImageError, choose_image_size, decode_image, decode_native, probe
+from engine.data.decode import ImageError, choose_image_size, decode_image, decode_native, probe
 from engine.errors import SproutError
 
 

@@ -1,4 +1,4 @@
-"""engine.sources via engine.data: zips, upload lists, safe names, safe extraction, limits."""
+"""engine.data.sources via engine.data.ingest: zips, upload lists, safe names, safe extraction, limits."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import data, sources
+from engine.data import ingest as data
+
+from engine.data import sources
 from engine.errors import SproutError
-from engine.sources import Limits
+from engine.data.sources import Limits
 
 
 def tree_files(root: Path) -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""engine.export: a trained seed network exported as .keras, a zipped SavedModel and
+"""engine.training.export: a trained seed network exported as .keras, a zipped SavedModel and
 TFLite loads again (no custom objects) and predicts what the model in memory predicts,
 on raw uint8 images."""
 
@@ -13,10 +13,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from engine import export as ex  # noqa: E402
-from engine.architecture import build_model, seed_architecture  # noqa: E402
+from engine.training import export as ex  # noqa: E402
+from engine.nas.architecture import seed_architecture
+from engine.training.model import build_model  # noqa: E402
 from engine.errors import SproutError  # noqa: E402
-from engine.trainer import TrainConfig, predict, train  # noqa: E402
+from engine.training.trainer import TrainConfig, predict, train  # noqa: E402
 from tests.digits import digits_16px  # noqa: E402
 
 LABELS = [f"digit {d}" for d in range(10)]

@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import run as runio
+from engine.search import folder as runio
 from engine.errors import DiskFullError, SproutError
-from engine.search import SearchConfig, run_search
+from engine.search.loop import SearchConfig, run_search
 
 STOP_WITHIN_S = 2.0
 #: Why the 2 s bound is not met yet. Everything else in the stop tests is checked strictly; a
 #: missed bound turns the test into an expected failure (like xfail(strict=False)) until the
-#: final phase is made faster (engine/search.py and engine/final.py are not this test's to change).
+#: final phase is made faster (engine/search/loop.py and engine/search/final.py are not this test's to change).
 SLOW_FINAL_AFTER_STOP = (
-    "after a stop, the final phase (engine/final.py) rebuilds the best network from its description, "
+    "after a stop, the final phase (engine/search/final.py) rebuilds the best network from its description, "
     "traces a Keras predict function for one pass over the test split and saves the model; on 2 shared "
     "CPU cores that can take longer than 2 s"
 )
@@ -156,7 +156,7 @@ def test_disk_full_error_cleans_up_and_keeps_the_old_file(tmp_path, monkeypatch)
 def test_disk_full_while_saving_a_trials_weights(tmp_path, monkeypatch):
     """Weights are written by Architecture.save (NumPy): a full disk there is a DiskFullError too,
     and the half-written trial folder is a leftover that resume removes."""
-    from engine.architecture import Architecture, init_weights, seed_architecture
+    from engine.nas.architecture import Architecture, init_weights, seed_architecture
 
     folder = runio.RunFolder(tmp_path / "run")
     folder.create()
@@ -182,8 +182,10 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
     leaves the previous model in place and no temp file behind."""
     import keras
 
-    from engine.architecture import build_model, init_weights, seed_architecture
-    from engine.final import FinalPhase
+    from engine.nas.architecture import init_weights, seed_architecture
+
+    from engine.training.model import build_model
+    from engine.search.final import FinalPhase
 
     class Saver(FinalPhase):  # only what _save_model reads
         def __init__(self, root):
@@ -211,7 +213,7 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
 def test_stop_during_the_acquisition_optimisation(tmp_path, monkeypatch):
     """Stop pressed while the Bayesian searcher optimises the acquisition: run_search returns
     within 2 s with the seed network evaluated and saved."""
-    from engine import searchers
+    from engine.nas import searchers
 
     real_make = searchers.make_searcher
     times: dict[str, float] = {}
@@ -308,9 +310,9 @@ def test_memory_stays_flat_over_100_trials():
     is within 60 MB of what it was after trial 20 (warm-up: imports, kernels, allocator pools)."""
     import gc
 
-    from engine import trainer
-    from engine.architecture import init_weights, seed_architecture
-    from engine.morphism import random_morph
+    from engine.training import trainer
+    from engine.nas.architecture import init_weights, seed_architecture
+    from engine.nas.morphism import random_morph
     from tests.digits import digits_16px
 
     x, y = digits_16px(0)

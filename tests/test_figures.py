@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from engine import figures
-from engine.architecture import Architecture, Layer, seed_architecture
+from engine.nas.architecture import Architecture, Layer, seed_architecture
 
 CLASSES = ["cat", "dog", "fox"]
 WIDER_5 = {"op": "wider", "layer": 5, "kind": "conv", "add": 64, "sources": [], "noise_seed": 0}
@@ -42,7 +42,7 @@ def _with_skip(arch: Architecture, start: int, end: int, kind: str = "add") -> A
 
 
 def _trial(tid, parent, arch, acc, started, finished, ops=(), prediction=None, status="ok", epochs=3):
-    from engine.morphism import describe
+    from engine.nas.morphism import describe
 
     description = "; ".join(describe(op) for op in ops) if ops else "seed architecture"
     val = None if acc is None else [round(acc - 0.06, 3), round(acc - 0.02, 3), acc][-epochs:]

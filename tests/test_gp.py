@@ -1,4 +1,4 @@
-"""Gaussian process on embedded architectures (engine.gp)."""
+"""Gaussian process on embedded architectures (engine.nas.gp)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from engine import kernel as K
-from engine.gp import ArchitectureGP, GaussianProcess, cholesky_jitter
+from engine.nas import distance as K
+from engine.nas.gp import ArchitectureGP, GaussianProcess, cholesky_jitter
 from tests.test_kernel import random_architectures
 
 

@@ -1,4 +1,4 @@
-"""Background runs (engine.jobs): two at once, a refused third, stop, snapshots, runs on disk.
+"""Background runs (engine.search.jobs): two at once, a refused third, stop, snapshots, runs on disk.
 
 Real TensorFlow on the built-in digits at 16x16 with tiny budgets.
 """
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from engine.errors import SproutError
-from engine.jobs import RUN_ID_RE, Registry, new_run_id
-from engine.run import read_jsonl
-from engine.search import SearchConfig
+from engine.search.jobs import RUN_ID_RE, Registry, new_run_id
+from engine.search.folder import read_jsonl
+from engine.search.loop import SearchConfig
 
 SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names", "image_size",
                  "channels", "trials", "distances", "in_flight", "phase", "best", "final", "files", "log"}
@@ -162,9 +162,9 @@ def test_bad_requests_are_refused(tmp_path):
 
 
 def test_an_interrupted_run_on_disk_is_listed_and_can_be_resumed(tmp_path, monkeypatch):
-    from engine import trainer
-    from engine.run import atomic_write_json
-    from engine.search import run_search
+    from engine.training import trainer
+    from engine.search.folder import atomic_write_json
+    from engine.search.loop import run_search
     from tests.test_search import FakeTrainer
 
     monkeypatch.setattr(trainer, "train", FakeTrainer())

@@ -1,4 +1,4 @@
-"""Edit distance, distance cache, Bourgain embedding and RBF kernel (engine.kernel)."""
+"""Edit distance, distance cache, Bourgain embedding and RBF kernel (engine.nas.distance)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from engine import kernel as K
-from engine.architecture import seed_architecture
-from engine.gp import cholesky_jitter
-from engine.morphism import apply, random_morph
+from engine.nas import distance as K
+from engine.nas.architecture import seed_architecture
+from engine.nas.gp import cholesky_jitter
+from engine.nas.morphism import apply, random_morph
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -309,7 +309,7 @@ def test_rbf_values():
 def test_embedding_doctests():
     import doctest
 
-    import engine.embedding
+    import engine.nas.embedding
 
-    result = doctest.testmod(engine.embedding)
+    result = doctest.testmod(engine.nas.embedding)
     assert result.failed == 0 and result.attempted > 0

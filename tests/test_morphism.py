@@ -19,8 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import morphism, surgery
-from engine.architecture import Architecture, Limits, build_model, init_weights, read_weights, seed_architecture
+from engine.nas import morphism
+
+from engine.nas import surgery
+from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
+from engine.training.model import build_model, read_weights
 
 N_CHAINS = 200
 TOLERANCE = 1e-4

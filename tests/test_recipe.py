@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.recipe import (Recipe, check_overrides, choose_recipe, mirror_check, mirror_keeps_labels,
+from engine.training.recipe import (Recipe, check_overrides, choose_recipe, mirror_check, mirror_keeps_labels,
                            parse_overrides, with_overrides)
 
 
@@ -104,7 +104,7 @@ def test_overrides_are_parsed_checked_and_noted():
 
 
 def test_augment_shifts_and_mirrors_without_touching_the_input():
-    from engine.trainer import Augment
+    from engine.training.trainer import Augment
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (200, 9, 9, 3), dtype=np.uint8)
@@ -124,7 +124,7 @@ def test_augment_shifts_and_mirrors_without_touching_the_input():
 
 
 def test_batches_augment_training_batches_only():
-    from engine.trainer import Augment, Batches
+    from engine.training.trainer import Augment, Batches
 
     x = np.random.default_rng(0).integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
     y = np.arange(64) % 4
@@ -140,7 +140,7 @@ def test_batches_augment_training_batches_only():
 def test_cosine_schedule_ends_at_the_floor():
     import keras
 
-    from engine.trainer import TrainConfig, _learning_rate
+    from engine.training.trainer import TrainConfig, _learning_rate
 
     assert _learning_rate(TrainConfig(learning_rate=1e-3), 10) == pytest.approx(1e-3)
     schedule = _learning_rate(TrainConfig(learning_rate=1e-3, schedule="cosine", max_epochs=3, min_lr_factor=0.1), 10)
@@ -151,7 +151,7 @@ def test_cosine_schedule_ends_at_the_floor():
 
 
 def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
-    from engine.search import SearchConfig, run_search
+    from engine.search.loop import SearchConfig, run_search
     from tests.digits import digits_16px
 
     x, y = digits_16px(1)

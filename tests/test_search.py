@@ -1,4 +1,4 @@
-"""The search loop and its run folder (engine.search, engine.run).
+"""The search loop and its run folder (engine.search.loop, engine.search.folder).
 
 Two kinds of tests: a real search (TensorFlow, the built-in digits at 16x16, a 60 s budget)
 that checks the whole run folder and the time budget, and fast tests of the loop's logic
@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import run as runio
-from engine.architecture import Architecture, init_weights, seed_architecture
+from engine.search import folder as runio
+from engine.nas.architecture import Architecture, init_weights, seed_architecture
 from engine.errors import SproutError
-from engine.search import CostModel, SearchConfig, flops, run_search
+from engine.search.loop import CostModel, SearchConfig, flops, run_search
 
 TRIAL_KEYS = {"id", "parent_id", "operations", "description", "summary", "n_params", "status", "error",
               "val_accuracy", "history", "epochs", "seconds", "started_s", "finished_s", "prediction"}
@@ -123,14 +123,14 @@ def test_bench_finetune_retunes_the_best_trial_and_leaves_the_run_alone(real_run
 
 # ------------------------------------------------------------------------- fake trainer
 class FakeTrainer:
-    """Stands in for engine.trainer.train: instant, deterministic, scores by structure."""
+    """Stands in for engine.training.trainer.train: instant, deterministic, scores by structure."""
 
     def __init__(self, oom_over: int | None = None, epoch_s: float = 0.01):
         self.calls: list[Architecture] = []
         self.oom_over, self.epoch_s = oom_over, epoch_s
 
     def __call__(self, arch, x, y, xv, yv, config=None, on_epoch=None, on_batch=None, stop=None):
-        from engine.trainer import TrainResult
+        from engine.training.trainer import TrainResult
 
         self.calls.append(arch)
         t0 = time.monotonic()
@@ -160,7 +160,7 @@ class FakeTrainer:
 
 @pytest.fixture
 def fake_trainer(monkeypatch):
-    from engine import trainer
+    from engine.training import trainer
 
     fake = FakeTrainer()
     monkeypatch.setattr(trainer, "train", fake)
@@ -201,7 +201,7 @@ def test_fake_bayesian_search_records_predictions(tmp_path, fake_trainer):
 
 
 def test_fake_search_out_of_memory_lowers_the_limit_and_persists_it(tmp_path, monkeypatch):
-    from engine import trainer
+    from engine.training import trainer
 
     seed_params = seed_architecture((16, 16, 1), 10).n_params()
     fake = FakeTrainer(oom_over=seed_params)
@@ -253,7 +253,7 @@ def test_fake_search_resume_after_a_crash(tmp_path, fake_trainer):
 
 
 def test_fake_search_stop_saves_the_best_model(tmp_path, monkeypatch):
-    from engine import trainer
+    from engine.training import trainer
 
     fake = FakeTrainer(epoch_s=0.3)
     monkeypatch.setattr(trainer, "train", fake)
@@ -331,7 +331,7 @@ def test_cost_model_scales_with_flops():
 
 
 def test_cost_model_inverts_and_limits_cap_flops():
-    from engine.architecture import Limits
+    from engine.nas.architecture import Limits
 
     small = seed_architecture((28, 28, 1), 10)
     big = seed_architecture((28, 28, 1), 10, filters=(64, 128, 128, 256))

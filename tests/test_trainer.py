@@ -1,4 +1,4 @@
-"""engine.trainer with real Keras on scikit-learn's bundled digits (8x8 upscaled to 16x16
+"""engine.training.trainer with real Keras on scikit-learn's bundled digits (8x8 upscaled to 16x16
 uint8, no network): it learns, reports per epoch, stops within a batch, turns NaN and
 out-of-memory into failed trials, and keeps memory flat over many trials."""
 
@@ -13,9 +13,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from engine import trainer  # noqa: E402
-from engine.architecture import build_model, init_weights, seed_architecture  # noqa: E402
-from engine.trainer import NAN_ERROR, TrainConfig, evaluate, predict, train  # noqa: E402
+from engine.training import trainer  # noqa: E402
+from engine.nas.architecture import init_weights, seed_architecture
+from engine.training.model import build_model  # noqa: E402
+from engine.training.trainer import NAN_ERROR, TrainConfig, evaluate, predict, train  # noqa: E402
 from tests.digits import digits_16px  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
@@ -365,10 +366,10 @@ def test_device_name_says_where_training_runs():
 def test_doctests_of_the_training_modules():
     import doctest
 
-    import engine.batches
-    import engine.device
-    import engine.evaluation
+    import engine.training.batches
+    import engine.training.device
+    import engine.training.evaluation
 
-    for module in (engine.batches, engine.device, engine.evaluation):
+    for module in (engine.training.batches, engine.training.device, engine.training.evaluation):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -54,14 +54,14 @@ def _no_cleanup() -> None:
 @st.cache_resource(show_spinner=False)
 def registry():
     """The process-wide registry of search runs (thread-safe; shared by every session)."""
-    from engine.jobs import Registry
+    from engine.search.jobs import Registry
 
     return Registry(paths.runs_dir())
 
 
 @st.cache_resource(show_spinner="Checking this computer…")
 def device_name() -> str:
-    from engine import device  # Keras (and TensorFlow) load here, once
+    from engine.training import device  # Keras (and TensorFlow) load here, once
 
     return device.device_name()
 
@@ -130,7 +130,7 @@ def new_upload_dir() -> Path:
 
 
 def source_of(token: str | None):
-    """What engine.data.load takes for a data token: "sample" or the upload folder."""
+    """What engine.data.ingest.load takes for a data token: "sample" or the upload folder."""
     if not token:
         return None
     if token == SAMPLE:
@@ -146,7 +146,7 @@ def source_of(token: str | None):
 @st.cache_data(show_spinner=False, max_entries=16)
 def load_report(token: str, image_size: int | None = None, per_class: int = 6) -> tuple[dict, dict[str, list[np.ndarray]]]:
     """The data report (as a dict) and a few decoded thumbnails per class (as the network sees them)."""
-    from engine import data
+    from engine.data import ingest as data
 
     ds = data.load(source_of(token), image_size=image_size)
     thumbs: dict[str, list[np.ndarray]] = {}
@@ -252,7 +252,7 @@ def run_dir(snap: dict) -> Path:
 
 def run_dataset_info(snap: dict) -> dict:
     """dataset.json of a run: source, image size, channels, split indices ({} when missing)."""
-    from engine.run import RunFolder
+    from engine.search.folder import RunFolder
 
     try:
         return RunFolder(run_dir(snap)).read_dataset() or {}
@@ -262,7 +262,7 @@ def run_dataset_info(snap: dict) -> dict:
 
 @st.cache_resource(show_spinner=False, max_entries=2)
 def _dataset(source: str, image_size: int, channels: int):
-    from engine import data
+    from engine.data import ingest as data
 
     return data.load(source, image_size=image_size, channels=channels)
 
@@ -285,7 +285,7 @@ def run_test_indices(snap: dict) -> list[int]:
 
 @st.cache_resource(show_spinner="Loading the network…", max_entries=4)
 def _model(path: str, mtime: float):
-    from engine.export import load_model
+    from engine.training.export import load_model
 
     return load_model(path)
 
@@ -301,7 +301,7 @@ def run_model(snap: dict):
 def run_labels(snap: dict) -> dict:
     """The final model's classes (labels.json, in output order) with the run's image size and channels:
     ``{"labels", "image_size", "channels"}``."""
-    from engine.search import read_labels
+    from engine.search.loop import read_labels
 
     path = (snap.get("files") or {}).get("labels")
     found = (read_labels(path) if path else None) or {}

@@ -5,7 +5,9 @@ import tempfile
 
 import streamlit as st
 
-from engine import data, figures, paths
+from engine import figures, paths
+
+from engine.data import ingest as data
 from engine.errors import SproutError
 from views.common import (
     SAMPLE, chosen_size, data_label, forget_finished_run, get_state, load_report, new_upload_dir, page_button, set_state,

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from engine import figures
-from engine.architecture import seed_architecture
+from engine.nas.architecture import seed_architecture
 from views.common import page_button
 
 st.title("How it works")

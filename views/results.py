@@ -105,8 +105,8 @@ out_dir = run_dir(snap) / "exports"
 
 
 def _export(fmt: str) -> bytes:
-    """Build an export once (kept in the run folder, engine.export) and return its bytes."""
-    from engine.export import export
+    """Build an export once (kept in the run folder, engine.training.export) and return its bytes."""
+    from engine.training.export import export
 
     target = out_dir / {"savedmodel": "sprout_saved_model.zip", "tflite": "sprout_model.tflite"}[fmt]
     if not target.exists():

@@ -59,7 +59,7 @@ def start_form() -> None:
                                        key="budget_s", help="For quick tries: overrides the minutes when above 0.")
         st.caption(f":material/memory: Runs on: **{snap.get('device') if snap else device_name()}**")
         if st.button("Start the search", type="primary", icon=":material/play_arrow:", key="start"):
-            from engine.search import SearchConfig
+            from engine.search.loop import SearchConfig
 
             config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
                                   image_size=int(report["image_size"]), max_epochs=int(epochs) or None)

@@ -49,7 +49,7 @@ else:
     picture = upload.getvalue() if upload is not None else None
 
 if picture is not None:
-    from engine.data import decode_image
+    from engine.data.ingest import decode_image
 
     try:
         pixels = decode_image(picture, size, channels)
@@ -61,7 +61,7 @@ if pixels is None:
     st.caption("Upload a picture, take one with your camera, or pick one of your test images.")
     st.stop()
 
-from engine.evaluation import predict  # noqa: E402 - TensorFlow only once there is something to predict
+from engine.training.evaluation import predict  # noqa: E402 - TensorFlow only once there is something to predict
 
 probs = np.asarray(predict(model, pixels[None].astype(np.uint8)))[0]
 top = int(np.argmax(probs))

@@ -2,7 +2,7 @@
 figures, and from an architecture dict to Graphviz DOT source.
 
 Nothing here imports streamlit or TensorFlow: every function takes plain data (the
-snapshot dict that ``engine.jobs.Registry.snapshot`` returns, or a part of it) and returns
+snapshot dict that ``engine.search.jobs.Registry.snapshot`` returns, or a part of it) and returns
 a ``plotly.graph_objects.Figure`` (or a DOT string), so the pages stay layout-only and the
 pictures can be tested without a browser.
 

@@ -43,7 +43,7 @@ def network_dot(arch: dict, rankdir: str = "TB", title: str | None = None) -> st
     layers = list(arch.get("layers") or [])
     shapes: dict[int, tuple[int, ...]] = {}
     try:
-        from engine.architecture import Architecture
+        from engine.nas.architecture import Architecture
 
         shapes = Architecture.from_dict(arch).shapes()
     except Exception:  # a drawing must not fail on a shape it cannot work out

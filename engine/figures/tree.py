@@ -80,10 +80,10 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
 
 
 def operations_text(ops: Any) -> str:
-    """The morphisms of a proposal in plain words (engine.morphism.describe)."""
+    """The morphisms of a proposal in plain words (engine.nas.morphism.describe)."""
     if not ops:
         return ""
-    from engine.morphism import describe
+    from engine.nas.morphism import describe
 
     parts = []
     for op in ops:

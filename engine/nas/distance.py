@@ -1,5 +1,5 @@
 """Edit distance between networks (DESIGN §4); its embedding and the RBF kernel are in
-``engine.embedding``.
+``engine.nas.embedding``.
 
 Everything here works on the two structural views of an architecture:
 ``arch.main_chain()`` (layers with ``.kind`` and ``.config``) and
@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 # Re-exported: the embedding and the RBF kernel were part of this module and are known by these names.
-from engine.embedding import BourgainEmbedding, make_embedding, rbf, sq_dists  # noqa: F401
+from engine.nas.embedding import BourgainEmbedding, make_embedding, rbf, sq_dists  # noqa: F401
 
 MAX_ATTRS = 3
 

@@ -1,6 +1,6 @@
 """Training one architecture: Keras ``fit`` on the cached uint8 arrays, no copies.
 
-:func:`train` builds the Keras model of an :class:`~engine.architecture.Architecture`,
+:func:`train` builds the Keras model of an :class:`~engine.nas.architecture.Architecture`,
 fits it with Adam and sparse categorical cross-entropy, stops early on validation loss
 (restoring the best weights) and returns a :class:`TrainResult` holding the trained
 (weighted) architecture, the per-epoch curves and a *score*. It never raises for what a
@@ -10,14 +10,14 @@ escape.
 
 Data. The arrays are the data module's cached uint8 images ``(n, h, w, c)`` and integer
 labels. Each epoch visits them in a fresh random order through
-:class:`engine.batches.Batches`, which gathers one batch at a time by index, so neither
+:class:`engine.training.batches.Batches`, which gathers one batch at a time by index, so neither
 an epoch nor a trial copies the data set. The model itself rescales the uint8 pixels.
 Scoring a trained model (``predict``, ``evaluate``, ``scores``) lives in
-``engine.evaluation``; both are re-exported here.
+``engine.training.evaluation``; both are re-exported here.
 
 Backends. Everything goes through backend-neutral Keras (``keras.ops``, PyDataset), so
 the same code trains on TensorFlow, JAX or PyTorch. What is backend-specific is set up
-once by ``engine.device`` (TensorFlow: memory growth on its GPUs; JAX: no GPU memory
+once by ``engine.training.device`` (TensorFlow: memory growth on its GPUs; JAX: no GPU memory
 preallocation) or guarded where it is used (:func:`_adam` works around a
 TensorFlow leak that otherwise cost ~12 MB per trial).
 
@@ -27,7 +27,7 @@ stays flat (tests/test_trainer.py runs 15 trials and bounds the growth).
 
 Example (doctest skipped: it trains):
 
->>> from engine.architecture import seed_architecture
+>>> from engine.nas.architecture import seed_architecture
 >>> result = train(seed_architecture((16, 16, 1), 10), x, y, xv, yv, TrainConfig(max_epochs=3))  # doctest: +SKIP
 >>> result.status, len(result.history["val_accuracy"]) == result.epochs  # doctest: +SKIP
 ('ok', True)
@@ -45,14 +45,16 @@ from typing import Callable
 
 import numpy as np
 
-from engine import device  # noqa: F401 - sets up the backend (and its environment) before Keras is imported
+from engine.training import device  # noqa: F401 - sets up the backend (and its environment) before Keras is imported
 import keras  # noqa: E402
 
-from engine.architecture import Architecture, build_model, init_weights, read_weights  # noqa: E402
-# Re-exported: callers and tests know these as engine.trainer's.
-from engine.batches import Augment, Batches  # noqa: E402,F401
-from engine.device import device_name  # noqa: E402,F401
-from engine.evaluation import evaluate, predict, scores  # noqa: E402,F401
+from engine.nas.architecture import Architecture, init_weights  # noqa: E402
+
+from engine.training.model import build_model, read_weights  # noqa: E402
+# Re-exported: callers and tests know these as engine.training.trainer's.
+from engine.training.batches import Augment, Batches  # noqa: E402,F401
+from engine.training.device import device_name  # noqa: E402,F401
+from engine.training.evaluation import evaluate, predict, scores  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +68,6 @@ BATCH_REPORT_INTERVAL_S = 0.25
 #: NaN/inf (each one waits for the device, so not after every batch; every epoch end is
 #: checked as well).
 NAN_CHECK_INTERVAL_S = 2.0
-#: BatchNormalization's moving-average momentum while training (Keras' default is 0.99).
-#: A trial runs a few epochs; on a small data set that is a few dozen steps, after which
-#: moving statistics with momentum 0.99 still weigh their initial values by 0.99**steps
-#: (~50 % after 66 steps) and validation accuracy sits at chance (measured on digits:
-#: 0.10 after 6 epochs with 0.99, 0.92 with 0.9). 0.9 is PyTorch's default; it is a
-#: training setting only (the weights' format and inference are unchanged).
-BN_MOMENTUM = 0.9
 #: XLA compilation of the train step. Keras' "auto" turns it on where it helps (GPUs) and
 #: off on a CPU-only TensorFlow. Forced on, this 2-core CPU trained the 28x28 seed at
 #: ~690 images/s instead of ~2000, and the first epoch of every trial took 20 s instead
@@ -340,10 +335,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
     try:
         keras.utils.set_random_seed(int(config.seed))
         try:
-            model = build_model(init_weights(arch, int(config.seed)))
-            for layer in model.layers:
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.momentum = BN_MOMENTUM
+            model = build_model(init_weights(arch, int(config.seed)))  # BN momentum: engine.training.model
             train_batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=int(config.seed),
                                     augment=config.augment)
             model.compile(optimizer=_adam(_learning_rate(config, len(train_batches))),

@@ -1,6 +1,6 @@
 """One trial of a search: realise a proposal, train it against the clock, persist it.
 
-:class:`TrialRunner` holds the methods of the search (``engine.search._Search``) that turn
+:class:`TrialRunner` holds the methods of the search (``engine.search.loop._Search``) that turn
 a proposal into a network with its ancestor's weights, train it with a watchdog that ends
 it at the search's deadline or at a stop, and commit the result (trials.jsonl, the trial's
 folder, state.json) before the next one starts. A trial that fails (NaN, out of memory, a
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from engine.architecture import Architecture
-from engine.budget import flops
+from engine.nas.architecture import Architecture
+from engine.search.budget import flops
 
-log = logging.getLogger("engine.search")
+log = logging.getLogger("engine.search.loop")
 
 OOM_SHRINK = 0.7              # after an out-of-memory trial: max_params = 70% of its size
 
@@ -29,13 +29,13 @@ def describe_operations(operations: list[dict]) -> str:
     """The morphisms of a trial in plain words, "; "-separated ("seed architecture" for none)."""
     if not operations:
         return "seed architecture"
-    from engine.morphism import describe
+    from engine.nas.morphism import describe
 
     return "; ".join(describe(op) for op in operations)
 
 
 class TrialRunner:
-    """Mixin of ``engine.search._Search``: one trial at a time (see the module docstring)."""
+    """Mixin of ``engine.search.loop._Search``: one trial at a time (see the module docstring)."""
 
     def _realise(self, proposal) -> tuple[Architecture | None, str | None]:
         """The proposal with weights: its trained ancestor's, morphed by the operations."""
@@ -44,7 +44,7 @@ class TrialRunner:
                 ancestor = self.folder.load_architecture(proposal.ancestor_id)
                 ancestor.id = str(proposal.ancestor_id)
             with self.timings.timed("building_s"):
-                from engine.morphism import apply
+                from engine.nas.morphism import apply
 
                 arch = apply(ancestor, list(proposal.operations))
         except Exception as exc:  # noqa: BLE001 - a bad morphism is one failed trial, not a failed run
@@ -89,7 +89,7 @@ class TrialRunner:
             arch.id, arch.parent_id, arch.operations = record["id"], record["parent_id"], list(record["operations"])
             self.folder.save_trial(record, arch)
         else:
-            from engine.run import append_jsonl
+            from engine.search.folder import append_jsonl
             append_jsonl(self.folder.trials_path, record)
         self.timings.add("io_s", time.monotonic() - t)
         self._add_trial(record, arch)

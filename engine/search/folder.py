@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.architecture import Architecture
+from engine.nas.architecture import Architecture
 from engine.errors import DiskFullError, SproutError, is_disk_full
 
 TRIALS = "trials.jsonl"

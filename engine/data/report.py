@@ -1,6 +1,6 @@
 """The data report: what a source holds, in plain words, and what to watch out for.
 
-:func:`build_report` turns what :mod:`engine.data` decoded (labels, original sizes, file
+:func:`build_report` turns what :mod:`engine.data.ingest` decoded (labels, original sizes, file
 digests) and the files it skipped into a :class:`DataReport`: classes and counts, image
 sizes, and warnings about classes with few images, imbalance, duplicate files, folders
 that look like data splits rather than classes, and images that resizing will stretch.
@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engine import sources
+from engine.data import sources
 
 FEW_IMAGES = 10            # warn about classes with fewer images than this
 IMBALANCE = 10.0           # warn when the largest class is this many times the smallest

@@ -1,9 +1,9 @@
 """Getting a search ready: its data, its split, its training recipe, and a resumed run's trials.
 
-:class:`Preparation` holds the methods of the search (``engine.search._Search``) that load
+:class:`Preparation` holds the methods of the search (``engine.search.loop._Search``) that load
 the labelled images (and check, on resume, that they did not change), split them into
 training, validation and test parts once (the split is saved in dataset.json and reused on
-resume), choose the training recipe from the data and the device (``engine.recipe``), and
+resume), choose the training recipe from the data and the device (``engine.training.recipe``), and
 put back the finished trials of a run that is resumed after a crash.
 """
 
@@ -14,21 +14,21 @@ import time
 
 import numpy as np
 
-from engine.budget import CostModel
+from engine.search.budget import CostModel
 from engine.errors import SproutError
-from engine.run import DATASET, atomic_write_json
+from engine.search.folder import DATASET, atomic_write_json
 
-log = logging.getLogger("engine.search")
+log = logging.getLogger("engine.search.loop")
 
 TEST_FRACTION = 0.15
 VAL_FRACTION = 0.15
 
 
 class Preparation:
-    """Mixin of ``engine.search._Search``: data, split, recipe and resume (see the module docstring)."""
+    """Mixin of ``engine.search.loop._Search``: data, split, recipe and resume (see the module docstring)."""
 
     def _load_data(self, resuming: bool) -> None:
-        from engine import data
+        from engine.data import ingest as data
 
         t = time.monotonic()
         info = self.folder.read_dataset() if resuming else None
@@ -77,7 +77,7 @@ class Preparation:
     def _recipe(self):
         """The training recipe: the one this run chose before (on resume), else chosen now
         from the training and validation data and the device, with the config's overrides."""
-        from engine.recipe import Recipe, choose_recipe, with_overrides
+        from engine.training.recipe import Recipe, choose_recipe, with_overrides
 
         if self.state.get("recipe"):
             return Recipe.from_dict(self.state["recipe"])

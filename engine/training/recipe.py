@@ -56,7 +56,7 @@ class Recipe:
     reasons: tuple[str, ...] = field(default_factory=tuple)
 
     def augment(self):
-        from engine.batches import Augment
+        from engine.training.batches import Augment
 
         return Augment(shift=self.shift, flip=self.flip)
 
@@ -182,7 +182,7 @@ def mirror_keeps_labels(x_train, y_train, x_val, y_val, seed: int = 0) -> bool:
 def choose_recipe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                   device: str = "CPU", seed: int = 0) -> Recipe:
     """The training recipe for uint8 images ``(n, h, w, c)`` on ``device`` (words such as
-    ``"CPU (2 cores)"`` or ``"GPU (NVIDIA H200)"``, as ``engine.trainer.device_name`` gives).
+    ``"CPU (2 cores)"`` or ``"GPU (NVIDIA H200)"``, as ``engine.training.trainer.device_name`` gives).
 
     - shift: about 7% of the image side (2 px at 28, 1 at 16, 4 at 64), none below 8 px;
     - flip: :func:`mirror_keeps_labels`;

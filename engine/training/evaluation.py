@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.batches import Batches
+from engine.training.batches import Batches
 
 
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

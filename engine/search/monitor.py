@@ -1,7 +1,7 @@
 """The snapshot of one run, as the app's pages read it: kept up to date from a live run's
 events, or rebuilt from a run folder alone (a run of an earlier server, or a CLI run).
 
-:class:`RunMonitor` turns :func:`engine.search.run_search` events into a plain JSON-able
+:class:`RunMonitor` turns :func:`engine.search.loop.run_search` events into a plain JSON-able
 dict (format in docs/contracts.md), under a lock; :func:`snapshot_from_disk` replays a run
 folder's files through the same monitor, so both kinds of run look alike to the pages.
 Runs on disk are read-only here.
@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from engine.errors import SproutError
-from engine.run import RunFolder, read_jsonl
+from engine.search.folder import RunFolder, read_jsonl
 
-log = logging.getLogger("engine.jobs")
+log = logging.getLogger("engine.search.jobs")
 
 ACTIVE = ("starting", "running", "finishing")
 MAX_LOG_LINES = 200
@@ -30,7 +30,7 @@ class RunMonitor:
     """The snapshot of one run, kept up to date from :func:`run_search` events."""
 
     def __init__(self, run_id: str, run_dir: Path, config=None, status: str = "starting"):
-        from engine.kernel import DistanceCache
+        from engine.nas.distance import DistanceCache
 
         self.lock = threading.Lock()
         self.cache = DistanceCache()
@@ -103,7 +103,7 @@ class RunMonitor:
         if s["in_flight"] is not None and s["in_flight"]["trial_id"] == trial["id"]:
             s["in_flight"] = None
         if trial.get("status") == "ok" and trial.get("architecture"):
-            from engine.architecture import Architecture
+            from engine.nas.architecture import Architecture
 
             try:
                 arch = Architecture.from_dict(trial["architecture"])

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from engine.architecture import Architecture
+from engine.nas.architecture import Architecture
 
 
 def flops(arch: Architecture) -> float:

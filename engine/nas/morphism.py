@@ -3,8 +3,8 @@
 Each morphism takes ``(arch, rng, limits=None)`` and returns a child :class:`Architecture`
 or ``None`` when nothing applies or every choice it tried breaks the limits (``None``
 means the default :class:`Limits`). It makes its random choices, records them in a JSON-able
-operation dict (formats in :mod:`engine.surgery`) and applies it with
-:func:`engine.surgery.apply_op`, so :func:`apply` can replay a recorded path on the trained
+operation dict (formats in :mod:`engine.nas.surgery`) and applies it with
+:func:`engine.nas.surgery.apply_op`, so :func:`apply` can replay a recorded path on the trained
 ancestor and obtain the same child, weights included. Works on unweighted architectures
 too (structure only), which is what the acquisition search does by the thousand.
 
@@ -12,7 +12,7 @@ The child has ``id=None``, ``parent_id`` = the nearest trained ancestor and ``op
 = the path from it. The input architecture and its weight arrays are never modified.
 
 >>> import numpy as np
->>> from engine.architecture import seed_architecture
+>>> from engine.nas.architecture import seed_architecture
 >>> child = deeper(seed_architecture((28, 28, 1), 10), np.random.default_rng(0))
 >>> child.depth(), describe(child.operations[-1]).startswith("deepen after")
 (6, True)
@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.architecture import Architecture, Limits
-from engine.surgery import (Net, NotApplicable, apply_op, channel_groups, measure, nonnegative_nodes, skip_pools,
+from engine.nas.architecture import Architecture, Limits
+from engine.nas.surgery import (Net, NotApplicable, apply_op, channel_groups, measure, nonnegative_nodes, skip_pools,
                             wider_plan)
 
 KINDS = ("deeper", "wider", "add_skip", "concat_skip")
@@ -186,7 +186,7 @@ def apply(arch: Architecture, operations: list[dict]) -> Architecture:
     """Replay recorded operations on ``arch`` (weighted or not): the same child, ids and
     weights included, as the morphisms that recorded them produced.
 
-    Raises :class:`engine.surgery.NotApplicable` (a ValueError) when an operation does not
+    Raises :class:`engine.nas.surgery.NotApplicable` (a ValueError) when an operation does not
     fit, e.g. when replayed on the wrong ancestor."""
     if not operations:
         return arch.copy()

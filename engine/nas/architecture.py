@@ -14,8 +14,8 @@ the skip joins (``start``, ``end``), so skips survive insertions around them.
 Weights, when the architecture is *weighted*, are NumPy arrays in Keras order per layer
 id: conv ``[kernel (k, k, c_in, c_out), bias]``, bn ``[gamma, beta, moving_mean,
 moving_variance]``, dense ``[kernel (n_in, n_out), bias]``. They are never modified in
-place, so copies of an architecture may share them. This module needs no TensorFlow;
-:func:`build_model` and :func:`read_weights` import Keras only when called.
+place, so copies of an architecture may share them. This module needs no TensorFlow:
+:mod:`engine.training.model` turns an architecture into a Keras model and back.
 
 Example:
 
@@ -41,7 +41,6 @@ KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "dropout", 
 WEIGHTED = ("conv", "bn", "dense")
 CHANNELWISE = ("bn", "relu", "maxpool", "avgpool", "dropout", "gap")
 BN_EPSILON = 1e-3  # Keras' default; an identity BN needs moving variance 1 - epsilon
-BN_MOMENTUM = 0.9  # Keras' default 0.99 leaves the moving statistics far from the data after a few-epoch trial
 
 
 @dataclass
@@ -373,56 +372,4 @@ def init_weights(arch: Architecture, seed: int = 0) -> Architecture:
             shape, fan_in, fan_out = (cin, cout), cin, cout
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         out.weights[layer.id] = [rng.uniform(-limit, limit, shape).astype(np.float32), np.zeros(cout, np.float32)]
-    return out
-
-
-def keras_name(layer: Layer) -> str:
-    return f"{layer.kind}_{layer.id}"
-
-
-def build_model(arch: Architecture):
-    """A Keras functional model of built-in layers only, with ``arch``'s weights when it has them.
-
-    Its input is a batch of raw uint8 images of ``arch.input_shape``; Rescaling(1/255) is
-    the first layer and a softmax over the classes the last, so an exported model needs no
-    preprocessing and no custom objects.
-    """
-    import keras
-
-    image = keras.Input(shape=tuple(arch.input_shape), dtype="uint8", name="image")
-    nodes = {0: keras.layers.Rescaling(1.0 / 255.0, name="rescale")(image)}
-    for layer in arch.layers:
-        ins = [nodes[i] for i in layer.inputs]
-        nodes[layer.id] = _keras_layer(layer)(ins if layer.kind in ("add", "concat") else ins[0])
-    model = keras.Model(image, nodes[arch.layers[-1].id], name="sprout")
-    if arch.weights:
-        for layer in arch.layers:
-            if layer.id in arch.weights:
-                model.get_layer(keras_name(layer)).set_weights(arch.weights[layer.id])
-    return model
-
-
-def _keras_layer(layer: Layer):
-    import keras
-
-    L, cfg, name = keras.layers, layer.config, keras_name(layer)
-    if layer.kind == "conv":
-        return L.Conv2D(cfg["filters"], cfg["kernel"], strides=cfg.get("stride", 1), padding="same", name=name)
-    if layer.kind == "bn":
-        return L.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name=name)
-    if layer.kind == "dense":
-        return L.Dense(cfg["units"], name=name)
-    if layer.kind == "dropout":
-        return L.Dropout(cfg["rate"], name=name)
-    return {"relu": lambda: L.ReLU(name=name), "maxpool": lambda: L.MaxPooling2D(2, name=name),
-            "avgpool": lambda: L.AveragePooling2D(2, name=name), "gap": lambda: L.GlobalAveragePooling2D(name=name),
-            "softmax": lambda: L.Softmax(name=name), "add": lambda: L.Add(name=name),
-            "concat": lambda: L.Concatenate(axis=-1, name=name)}[layer.kind]()
-
-
-def read_weights(arch: Architecture, model) -> Architecture:
-    """A copy of ``arch`` holding the weights of ``model`` (built by :func:`build_model`)."""
-    out = arch.copy(with_weights=False)
-    out.weights = {layer.id: [np.asarray(w, dtype=np.float32) for w in model.get_layer(keras_name(layer)).get_weights()]
-                   for layer in arch.layers if layer.kind in WEIGHTED}
     return out

@@ -1,8 +1,8 @@
 """Labelled images in, uint8 arrays and a plain-language report out.
 
 ``load(source)`` reads a folder with one sub-folder per class, a ``.zip`` of one, an upload
-list of ``(relative path, bytes)`` pairs, or ``"sample"`` (see :mod:`engine.sources` for the
-layout rule and :mod:`engine.decode` for how each file is decoded). Every image is resized
+list of ``(relative path, bytes)`` pairs, or ``"sample"`` (see :mod:`engine.data.sources` for the
+layout rule and :mod:`engine.data.decode` for how each file is decoded). Every image is resized
 to a square of ``image_size`` pixels *ignoring its aspect ratio* ("squash"). The decoded
 arrays are cached on disk, keyed by a hash of the files' contents and the options, so a
 second load of the same data only reads and hashes the files.
@@ -26,17 +26,19 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from engine import paths, sources
-from engine.decode import (
+from engine import paths
+
+from engine.data import sources
+from engine.data.decode import (
     ImageError, check_channels, check_size, choose_image_size, decode_image, decode_native,
     map_images, probe, quiet_pillow, to_channels,
 )
-from engine.datareport import (  # noqa: F401 - re-exported: known as engine.data's
+from engine.data.report import (  # noqa: F401 - re-exported: known as engine.data.ingest's
     FEW_IMAGES, IMBALANCE, MAX_DUPLICATE_WARNINGS, MAX_FEW_WARNINGS, SPLIT_NAMES, DataReport, SkippedFile,
     _no_images_message, _quoted, build_report, count_warnings, duplicate_warnings,
 )
 from engine.errors import SproutError
-from engine.sources import Limits, extract_zip, save_upload
+from engine.data.sources import Limits, extract_zip, save_upload
 
 __all__ = [
     "SkippedFile", "DataReport", "Dataset", "Split", "Limits", "load", "inspect",
@@ -85,7 +87,7 @@ def load(source, image_size: int | None = None, channels: str | int = "auto", ca
     """
     size_req, channels_req = check_size(image_size), check_channels(channels)
     if isinstance(source, str) and source == "sample":
-        from engine.sample import load_sample as _sample
+        from engine.data.sample import load_sample as _sample
         return _sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
     with sources.open_source(source, limits) as listing:
         files, skipped, class_folders = _plan(listing)
@@ -108,7 +110,7 @@ def inspect(source, image_size=None, channels="auto", cache_dir=None, *, limits:
 
 def load_sample(image_size: int = 32, channels: int = 1) -> Dataset:
     """The built-in sample: scikit-learn's handwritten digits, 10 classes, upscaled."""
-    from engine.sample import load_sample as _sample
+    from engine.data.sample import load_sample as _sample
     return _sample(image_size=image_size, channels=channels)
 
 

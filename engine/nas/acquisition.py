@@ -19,9 +19,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from engine.gp import blas_single_thread
-from engine.kernel import encode
-from engine.searchers import Proposal, explain_bayesian, explain_fallback
+from engine.nas.gp import blas_single_thread
+from engine.nas.distance import encode
+from engine.nas.searchers import Proposal, explain_bayesian, explain_fallback
 
 DEFAULT_BETA = 2.576  # DESIGN §5: UCB's usual 99% quantile
 SEARCH_BETA = 1.5  # what the search uses: less exploration won in bench/results/simulate.md
@@ -29,7 +29,7 @@ SEARCH_BETA = 1.5  # what the search uses: less exploration won in bench/results
 
 class ScoreModel(Protocol):
     """Anything that predicts (mean, std) of the score for a batch of architectures
-    (given as :class:`engine.kernel.Encoding` objects, which ``ArchitectureGP`` accepts)."""
+    (given as :class:`engine.nas.distance.Encoding` objects, which ``ArchitectureGP`` accepts)."""
 
     def predict(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -51,7 +51,7 @@ class _Node:
 
 
 def _default_morph() -> Callable:
-    from engine.morphism import random_morph
+    from engine.nas.morphism import random_morph
 
     return random_morph
 
@@ -78,7 +78,7 @@ def optimize_acquisition(
     ``trained`` holds (architecture with an id, observed score); ``model.predict`` gives the
     posterior (mean, std) of candidates; ``exclude`` lists further architectures that must
     not be proposed (for example failed trials). A child is dropped when it has the
-    fingerprint, or the edit-distance key (:func:`engine.kernel.distance_key`, equal exactly
+    fingerprint, or the edit-distance key (:func:`engine.nas.distance.distance_key`, equal exactly
     when the edit distance is 0), of anything trained, excluded, queued or generated.
 
     ``anneal="expand"`` (DESIGN §6): a popped node is expanded with probability

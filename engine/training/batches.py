@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine import device  # noqa: F401 - sets up the backend before Keras is first used
+from engine.training import device  # noqa: F401 - sets up the backend before Keras is first used
 import keras  # noqa: E402
 
 
@@ -31,7 +31,7 @@ class Augment:
     ``shift``: each image moves by up to this many pixels in each direction (the border
     pixels are repeated into the gap), so the network cannot rely on where an object sits.
     ``flip``: half of the images are mirrored left to right; only where mirroring keeps the
-    label (a shoe, a cat: yes; a digit 2, a letter: no; see ``engine.recipe``).
+    label (a shoe, a cat: yes; a digit 2, a letter: no; see ``engine.training.recipe``).
 
     >>> import numpy as np
     >>> x = np.arange(2 * 4 * 4, dtype=np.uint8).reshape(2, 4, 4, 1)

@@ -1,7 +1,7 @@
 """The search loop (DESIGN §7): split, seed, propose -> realise -> train -> observe, final.
 
 ``run_search(data_source, out_dir, config)`` runs one search inside the time budget and
-writes the run folder described in :mod:`engine.run`. The budget covers everything, data
+writes the run folder described in :mod:`engine.search.folder`. The budget covers everything, data
 loading and the final phase included: time for the final fine-tune and test evaluation is
 reserved up front (estimated from measured epoch times), each trial's epochs are capped by
 the time left, training is stopped at a deadline if an estimate was wrong, and the
@@ -40,13 +40,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from engine.architecture import Architecture, Limits, init_weights, seed_architecture
-from engine.budget import CostModel, Timings as _Timings, flops, now_iso
+from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
+from engine.search.budget import CostModel, Timings as _Timings, flops, now_iso
 from engine.errors import SproutError
-from engine.final import FINAL_EPOCHS_MAX_FACTOR, FINAL_LR_FACTOR, FinalPhase
-from engine.prepare import TEST_FRACTION, VAL_FRACTION, Preparation
-from engine.run import RUN_FORMAT, RunFolder, read_json
-from engine.trials import OOM_SHRINK, TrialRunner, describe_operations
+from engine.search.final import FINAL_EPOCHS_MAX_FACTOR, FINAL_LR_FACTOR, FinalPhase
+from engine.search.prepare import TEST_FRACTION, VAL_FRACTION, Preparation
+from engine.search.folder import RUN_FORMAT, RunFolder, read_json
+from engine.search.trials import OOM_SHRINK, TrialRunner, describe_operations
 
 # Defined with the phase that uses them, and importable from here as before.
 __all__ = ["SearchConfig", "Trial", "run_search", "read_labels", "CostModel", "flops", "TEST_FRACTION",
@@ -93,7 +93,7 @@ class SearchConfig:
         if self.max_trials is not None and self.max_trials < 1:
             raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
         if self.recipe:
-            from engine.recipe import check_overrides
+            from engine.training.recipe import check_overrides
 
             try:
                 check_overrides(self.recipe)
@@ -194,8 +194,8 @@ class _Search(Preparation, TrialRunner, FinalPhase):
 
         self._load_data(saved is not None)
         with self.timings.timed("building_s"):
-            from engine import trainer  # TensorFlow is imported here
-            from engine.searchers import make_searcher
+            from engine.training import trainer  # TensorFlow is imported here
+            from engine.nas.searchers import make_searcher
         self.trainer = trainer
         self.device = self._device()
         self.searcher = make_searcher(self.config.searcher, seed=self.config.seed, limits=self.limits)

@@ -17,8 +17,8 @@ import numpy as np
 from scipy.linalg import cho_solve, lapack, solve_triangular
 from scipy.optimize import minimize
 
-from engine.embedding import make_embedding, rbf, sq_dists
-from engine.kernel import DistanceCache
+from engine.nas.embedding import make_embedding, rbf, sq_dists
+from engine.nas.distance import DistanceCache
 
 try:  # small matrices: one BLAS thread is several times faster than many
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -176,7 +176,7 @@ class ArchitectureGP:
 
     ``embedding``: ``"landmark"`` (default; coordinates = distances to each trained point,
     the singleton level of Bourgain's construction) or ``"bourgain"`` (random subsets of
-    sizes 2^i); see :func:`engine.embedding.make_embedding`.
+    sizes 2^i); see :func:`engine.nas.embedding.make_embedding`.
 
     ``fit(archs, scores)`` adds any new architecture to the shared :class:`DistanceCache`
     (one row each), embeds the trained set and fits the GP; ``predict(candidates)`` embeds
@@ -214,7 +214,7 @@ class ArchitectureGP:
 
     def predict(self, candidates: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, std) of the score of each candidate architecture (or its
-        :class:`engine.kernel.Encoding`)."""
+        :class:`engine.nas.distance.Encoding`)."""
         if not candidates:
             return np.zeros(0), np.zeros(0)
         return self.predict_from_distances(self.distances(candidates))

@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from engine.errors import SproutError
-from engine.kernel import DistanceCache, distance_key
+from engine.nas.distance import DistanceCache, distance_key
 
 
 class TrialLike(Protocol):
@@ -83,11 +83,11 @@ def _steps(n: int) -> str:
 
 def describe_operation(op: dict) -> str:
     """A few plain words for one morphism, e.g. ``widen conv 5 by 32 filters``
-    (:func:`engine.morphism.describe` for the operations it records)."""
+    (:func:`engine.nas.morphism.describe` for the operations it records)."""
     if not isinstance(op, dict):
         return str(op)
     try:
-        from engine.morphism import describe
+        from engine.nas.morphism import describe
     except ImportError:  # pragma: no cover - morphism is part of the engine
         describe = None
     if describe is not None:
@@ -138,7 +138,7 @@ def _scored(history: Sequence[TrialLike]) -> list[TrialLike]:
 
 
 def _default_morph() -> Callable:
-    from engine.morphism import random_morph
+    from engine.nas.morphism import random_morph
 
     return random_morph
 
@@ -282,8 +282,8 @@ class BayesianSearcher(Searcher):
     """GP on the edit-distance embedding + UCB, maximised by annealing over morphisms.
 
     Keeps one :class:`DistanceCache` across calls (each new trial adds one row) and refits
-    the GP at every ``propose``. Parameters: see :func:`engine.acquisition.optimize_acquisition`
-    (beta ... anneal), :class:`engine.gp.ArchitectureGP` (embedding) and the GP's scale with a
+    the GP at every ``propose``. Parameters: see :func:`engine.nas.acquisition.optimize_acquisition`
+    (beta ... anneal), :class:`engine.nas.gp.ArchitectureGP` (embedding) and the GP's scale with a
     single trial (``prior_std``, in accuracy units). ``beta`` defaults to 1.5, not DESIGN's
     2.576: with the annealing search maximising UCB thoroughly, 2.576 over-explores
     (bench/results/simulate.md). With a time cap the proposal depends on
@@ -310,7 +310,7 @@ class BayesianSearcher(Searcher):
 
     def fit_model(self, history: Sequence[TrialLike]):
         """The GP fitted on the scored trials of ``history``."""
-        from engine.gp import ArchitectureGP
+        from engine.nas.gp import ArchitectureGP
 
         scored = _scored(history)
         archs = [_trained_arch(t) for t in scored]
@@ -318,7 +318,7 @@ class BayesianSearcher(Searcher):
             archs, [float(t.score) for t in scored])
 
     def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        from engine.acquisition import optimize_acquisition
+        from engine.nas.acquisition import optimize_acquisition
 
         model = self.fit_model(history)
         scored = _scored(history)

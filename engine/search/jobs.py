@@ -1,10 +1,10 @@
 """Searches running in the background of the app: a process-wide, thread-safe registry.
 
-A run is a ``threading.Thread`` that calls :func:`engine.search.run_search`; it never
+A run is a ``threading.Thread`` that calls :func:`engine.search.loop.run_search`; it never
 imports or calls streamlit. The page reads :meth:`Registry.snapshot`, a plain JSON-able
 dict deep-copied under a lock (format in docs/contracts.md). Runs left on disk by earlier
 servers are listed too and read-only: their snapshot is rebuilt from the run folder
-(both kinds of snapshot are made by ``engine.monitor``).
+(both kinds of snapshot are made by ``engine.search.monitor``).
 
 Run ids are made here (UTC time + random hex), never taken from user input; a run id
 given back to :meth:`snapshot`/:meth:`stop` is checked against that pattern before it
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SproutError
-from engine.monitor import (  # noqa: F401 - ACTIVE, MAX_LOG_LINES and snapshot_from_disk re-exported
+from engine.search.monitor import (  # noqa: F401 - ACTIVE, MAX_LOG_LINES and snapshot_from_disk re-exported
     ACTIVE, MAX_LOG_LINES, RunMonitor, _disk_key, _disk_listing, snapshot_from_disk,
 )
-from engine.run import RunFolder, is_run_folder
+from engine.search.folder import RunFolder, is_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Registry:
     # ----- starting and stopping ---------------------------------------------------------
     def start(self, data_dir: Path, config, *, resume_run_id: str | None = None) -> str:
         """Start a search of ``data_dir`` (a folder, a zip or "sample") in a new run folder; return its id."""
-        from engine.search import SearchConfig
+        from engine.search.loop import SearchConfig
 
         if resume_run_id is None:
             if not isinstance(config, SearchConfig):
@@ -101,7 +101,7 @@ class Registry:
 
     def resume(self, run_id: str) -> str:
         """Continue a run on disk that was interrupted (e.g. by a server restart)."""
-        from engine.search import SearchConfig
+        from engine.search.loop import SearchConfig
 
         run_id = _check_run_id(run_id)
         with self._lock:
@@ -119,7 +119,7 @@ class Registry:
 
     @staticmethod
     def _work(run_id, data_dir, run_dir, config, monitor: RunMonitor, stop: threading.Event, resume: bool) -> None:
-        from engine.search import run_search
+        from engine.search.loop import run_search
 
         try:
             summary = run_search(data_dir, run_dir, config, events=monitor.handle, stop=stop, resume=resume)

@@ -1,11 +1,11 @@
 """Where training runs: the Keras backend's set-up and the device's name.
 
-Imported before anything else touches Keras (``engine.trainer`` and ``engine.batches``
+Imported before anything else touches Keras (``engine.training.trainer`` and ``engine.training.batches``
 import it first): it quiets TensorFlow's C++ start-up chatter and keeps JAX from grabbing
 75 % of the GPU up front (its analogue of memory growth), then sets TensorFlow's GPUs to
 grow their memory and applies the thread-pool sizes the environment asks for.
 
->>> from engine.device import device_name
+>>> from engine.training.device import device_name
 >>> device_name().startswith(("CPU (", "GPU ("))
 True
 """

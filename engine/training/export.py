@@ -177,7 +177,7 @@ def run_exported(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
     """Class probabilities from any export (by its suffix) for uint8 images."""
     path = Path(path)
     if path.suffix == ".keras":
-        from engine.evaluation import predict
+        from engine.training.evaluation import predict
 
         return predict(load_model(path), images)
     if path.suffix == ".tflite":

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data import Dataset, build_report
-from engine.decode import RESAMPLE, check_size, to_channels
+from engine.data.ingest import Dataset, build_report
+from engine.data.decode import RESAMPLE, check_size, to_channels
 from engine.errors import SproutError
 
 

@@ -1,6 +1,6 @@
 """The last phase of a search: fine-tune the best network, test it, save it, summarise.
 
-:class:`FinalPhase` holds the methods of the search (``engine.search._Search``) that run
+:class:`FinalPhase` holds the methods of the search (``engine.search.loop._Search``) that run
 once the search phase has ended, or at once after a stop: the best trial's network is
 trained further on training + validation data (no early stopping; the learning rate is
 annealed over all its epochs), evaluated once on the test split, saved as
@@ -17,20 +17,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.architecture import Architecture, build_model
-from engine.budget import flops, now_iso
+from engine.nas.architecture import Architecture
+
+from engine.search.budget import flops, now_iso
 from engine.errors import SproutError
-from engine.run import LABELS, MODEL, SUMMARY, atomic_write_json, disk_errors
+from engine.search.folder import LABELS, MODEL, SUMMARY, atomic_write_json, disk_errors
 
 if TYPE_CHECKING:
-    from engine.search import Trial
+    from engine.search.loop import Trial
 
 FINAL_LR_FACTOR = 0.5         # fine-tune learning rate, relative to the search's
 FINAL_EPOCHS_MAX_FACTOR = 3   # the fine-tune trains at most this many times the recipe's final epochs
 
 
 class FinalPhase:
-    """Mixin of ``engine.search._Search``: the final phase (see the module docstring)."""
+    """Mixin of ``engine.search.loop._Search``: the final phase (see the module docstring)."""
 
     def _final_phase(self) -> dict:
         self.save_state(phase="final", in_flight=None)
@@ -107,6 +108,8 @@ class FinalPhase:
         final, files = None, {"keras": None, "labels": None}
         if arch is not None:
             with self.timings.timed("building_s"):
+                from engine.training.model import build_model  # TensorFlow only once a model is built
+
                 model = build_model(arch)
             with self.timings.timed("evaluation_s"):
                 final = self._evaluate(model)
@@ -160,5 +163,5 @@ class FinalPhase:
                 os.replace(tmp, root / MODEL)
         finally:
             tmp.unlink(missing_ok=True)
-        atomic_write_json(root / LABELS, list(self.class_names))  # engine.export's format: labels[i] is output i
+        atomic_write_json(root / LABELS, list(self.class_names))  # engine.training.export's format: labels[i] is output i
         return {"keras": str((root / MODEL).resolve()), "labels": str((root / LABELS).resolve())}

@@ -2,7 +2,7 @@
 
 :func:`apply_op` edits the layers of a copy of an architecture and, when it is weighted,
 its weights (NumPy only, no TensorFlow), so that the child computes the same function as
-the parent in inference mode. The random choices live in :mod:`engine.morphism`; an
+the parent in inference mode. The random choices live in :mod:`engine.nas.morphism`; an
 operation dict holds everything needed to redo them deterministically. Operation formats:
 
 - ``{"op": "deeper", "after": id, "after_kind": kind, "part": "conv"|"dense", "kernel": 1|3|5
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.architecture import BN_EPSILON, CHANNELWISE, Architecture, Layer, Limits
+from engine.nas.architecture import BN_EPSILON, CHANNELWISE, Architecture, Layer, Limits
 
 NOISE = 1e-4  # symmetry-breaking noise on copied channels, relative to the kernel's range
 POOLS = ("maxpool", "avgpool")
