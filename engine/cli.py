@@ -195,6 +195,33 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def app_command(port: int = 8501) -> list[str]:
+    """The command line that starts the app: ``streamlit run`` on app.py beside ``engine/`` (a
+    checkout or an editable install) or in ``sprout_app/`` beside it (after ``pip install .``),
+    on 127.0.0.1:``port``; app.py's own ``.streamlit/config.toml`` sits beside it and is read too."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for app in (root / "app.py", root / "sprout_app" / "app.py"):
+        if app.is_file():
+            return [sys.executable, "-m", "streamlit", "run", str(app),
+                    "--server.address", "127.0.0.1", "--server.port", str(port)]
+    raise SproutError(f"expected the app at {root / 'app.py'} or {root / 'sprout_app' / 'app.py'}, "
+                      "found neither: reinstall Sprout")
+
+
+def _cmd_app(args: argparse.Namespace) -> int:
+    import os
+
+    argv = app_command(args.port)
+    # The same environment as scripts/app.sh: quiet TensorFlow start-up, the sample ready.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("SPROUT_START_WITH_SAMPLE", "1")
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # streamlit takes over this process, Ctrl-C included
+    return 0  # pragma: no cover - execv does not return
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line on stderr and exit status 2."""
 
@@ -248,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["keras", "savedmodel", "tflite"], default="keras")
     p.add_argument("--out", required=True, help="where to write the exported model")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("app", help="start the app in the browser on http://127.0.0.1:PORT")
+    p.add_argument("--port", type=_positive_int, default=8501)
+    p.set_defaults(func=_cmd_app)
     return parser
 
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the tests need on a fresh machine, then runs the whole test suite.
+# Installs everything the tests need on a fresh machine, checks the code with ruff, then runs
+# the whole test suite.
 # Usage: bash scripts/test.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ if [ ! -x /usr/bin/chromium ]; then
         echo "warning: no apt-get; install Chromium at /usr/bin/chromium to run the browser tests" >&2
     fi
 fi
+
+# Lint first: it takes a second, and a failure stops the script (configured in pyproject.toml).
+.venv/bin/python -m ruff check .
 
 export TF_CPP_MIN_LOG_LEVEL=2
 exec .venv/bin/python -m pytest "$@"
