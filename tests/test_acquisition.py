@@ -16,7 +16,8 @@ from engine.nas.architecture import seed_architecture
 from engine.errors import SproutError
 from engine.nas.gp import ArchitectureGP
 from engine.nas.morphism import apply, random_morph
-from engine.nas.searchers import Proposal, make_searcher
+from engine.nas.proposals import Proposal
+from engine.nas.searchers import make_searcher
 from tests.test_gp import synthetic_accuracy
 from tests.test_kernel import random_architectures
 
