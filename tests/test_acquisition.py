@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from engine.nas import distance as K
+from engine.nas import distance as D
 from engine.nas.acquisition import optimize_acquisition, ucb
 from engine.nas.architecture import seed_architecture
 from engine.errors import SproutError
@@ -42,10 +42,10 @@ def fitted(trained, seed=0):
 
 def assert_new(proposal, trained):
     fps = {a.fingerprint() for a, _ in trained}
-    keys = {K.distance_key(a) for a, _ in trained}
+    keys = {D.distance_key(a) for a, _ in trained}
     assert proposal.architecture.fingerprint() not in fps
-    assert K.distance_key(proposal.architecture) not in keys
-    assert min(K.edit_distance(proposal.architecture, a) for a, _ in trained) > 1e-9
+    assert D.distance_key(proposal.architecture) not in keys
+    assert min(D.edit_distance(proposal.architecture, a) for a, _ in trained) > 1e-9
 
 
 def assert_replayable(proposal, trained):
