@@ -10,6 +10,7 @@ import pytest
 
 from engine import figures
 from engine.nas.architecture import Architecture, Layer, seed_architecture
+from engine.nas.operations import describe_all
 
 CLASSES = ["cat", "dog", "fox"]
 WIDER_5 = {"op": "wider", "layer": 5, "kind": "conv", "add": 64, "sources": [], "noise_seed": 0}
@@ -42,9 +43,7 @@ def _with_skip(arch: Architecture, start: int, end: int, kind: str = "add") -> A
 
 
 def _trial(tid, parent, arch, acc, started, finished, ops=(), prediction=None, status="ok", epochs=3):
-    from engine.nas.morphism import describe
-
-    description = "; ".join(describe(op) for op in ops) if ops else "seed architecture"
+    description = describe_all(ops)
     val = None if acc is None else [round(acc - 0.06, 3), round(acc - 0.02, 3), acc][-epochs:]
     return {
         "id": tid, "parent_id": parent, "operations": list(ops),
@@ -124,6 +123,15 @@ def test_tree_has_a_node_per_trial_and_an_edge_per_parent(snap):
     hovers = " ".join(_trace(fig, "edges").hovertext)
     assert "add skip (sum) from layer 7 to layer 11" in hovers
     assert "deepen after relu 11 with a 3x3 conv + ReLU" in hovers   # the proposal in flight, in words
+
+
+def test_tree_words_come_from_the_operations_not_the_description(snap):
+    for t in snap["trials"]:
+        t["description"] = "words from elsewhere"
+    fig = figures.tree_figure(snap)
+    assert sorted(_trace(fig, "edges").text) == ["deeper", "deeper", "skip", "wider", "wider + skip"]
+    hovers = " ".join(_trace(fig, "edges").hovertext) + " ".join(_trace(fig, "trained").hovertext)
+    assert "widen conv 5 by 64 filters" in hovers and "words from elsewhere" not in hovers
 
 
 def test_tree_layers_follow_depth(snap):
@@ -241,8 +249,10 @@ def test_network_dot_escapes_and_survives_bad_shapes():
 
 
 def test_helpers():
-    assert figures.short_label("widen conv 5 by 32; widen conv 9 by 8; add skip (sum)") == "wider + skip"
-    assert figures.short_label("", [{"op": "deeper"}, {"op": "concat_skip"}, {"op": "deeper"}]) == "deeper + skip"
+    assert figures.short_label([WIDER_5, WIDER_1, SKIP_3_7]) == "wider + skip"
+    assert figures.short_label([{"op": "deeper"}, {"op": "concat_skip"}, {"op": "deeper"}]) == "deeper + skip"
+    assert figures.short_label([DEEPER_3, {"op": "prune_layer"}, WIDER_1]) == "deeper + prune layer…"
+    assert figures.short_label([]) == ""
     assert figures.fmt_duration(75) == "1 min 15 s" and figures.fmt_duration(5) == "5 s"
     assert figures.fmt_duration(3700) == "1 h 01 min"
     snap = make_snapshot()

@@ -4,6 +4,7 @@ import streamlit as st
 
 from engine import figures
 from engine.errors import SproutError
+from engine.nas.operations import describe_all
 from views.common import (
     chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry, run_picker,
     set_state, snapshot, source_of, status_words,
@@ -141,7 +142,7 @@ def in_flight_card(snap: dict) -> None:
             return
         parent = flight.get("parent_id")
         prop = flight.get("proposal") or {}
-        what = figures.operations_text(prop.get("operations")) if prop else ""
+        what = describe_all(prop.get("operations"), none="")
         title = f"**Now training network #{flight.get('trial_id')}**"
         if parent is not None:
             title += f" · grown from #{parent}" + (f": {what}" if what else "")

@@ -31,8 +31,7 @@ from engine.figures.search import (MAX_CURVES, classical_mds, curves_figure, dis
                                    prediction_figure, progress_figure)
 from engine.figures.style import (ACCURACY_SCALE, AMBER, CORAL, DARK_GREEN, FONT, GREEN, GREY, GRID, INK,
                                   KIND_STYLE, LEAF, empty_figure, fmt_duration, ok_trials, trial_by_id)
-from engine.figures.tree import (DESCRIPTION_WORDS, FINAL, MAX_EDGE_LABELS, OP_WORDS, ROOT, operations_text,
-                                 selected_trial, short_label, tree_figure, tree_graph, tree_positions)
+from engine.figures.tree import (FINAL, MAX_EDGE_LABELS, ROOT, selected_trial, short_label, tree_figure, tree_graph, tree_positions)
 
 # The private helpers stay importable from here, as they were from the single module this package replaced.
 from engine.figures.network import _dot_escape  # noqa: F401
@@ -43,8 +42,8 @@ __all__ = [
     "GREEN", "DARK_GREEN", "LEAF", "AMBER", "CORAL", "GREY", "INK", "GRID", "FONT", "ACCURACY_SCALE",
     "KIND_STYLE", "empty_figure", "ok_trials", "trial_by_id", "fmt_duration",
     # tree
-    "ROOT", "FINAL", "MAX_EDGE_LABELS", "OP_WORDS", "DESCRIPTION_WORDS", "short_label", "selected_trial",
-    "tree_graph", "operations_text", "tree_positions", "tree_figure",
+    "ROOT", "FINAL", "MAX_EDGE_LABELS", "short_label", "selected_trial",
+    "tree_graph", "tree_positions", "tree_figure",
     # search
     "MAX_CURVES", "distance_heatmap", "classical_mds", "mds_figure", "curves_figure", "progress_figure",
     "prediction_figure",

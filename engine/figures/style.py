@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import plotly.graph_objects as go
 
+from engine.nas.operations import describe_all
+
 # ----- one palette for the whole product ---------------------------------------------
 GREEN = "#2f9e64"       # Sprout's green: primary actions, good results
 DARK_GREEN = "#1b5e3c"
@@ -111,7 +113,7 @@ def _trial_hover(t: dict) -> str:
     if t.get("summary"):
         lines.append(html.escape(str(t["summary"])))
     if t.get("parent_id") is not None:
-        lines.append(f"from #{t['parent_id']}: {html.escape(t.get('description') or 'changed')}")
+        lines.append(f"from #{t['parent_id']}: {html.escape(describe_all(t.get('operations'), none='changed'))}")
     else:
         lines.append("a starting network")
     bits = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from engine.nas.operations import describe_all
+
 _NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 
@@ -55,25 +57,9 @@ def steps_text(n: int) -> str:
     return f"{word} step" + ("" if n == 1 else "s")
 
 
-def describe_operation(op: dict) -> str:
-    """A few plain words for one morphism, e.g. ``widen conv 5 by 32 filters``
-    (:func:`engine.nas.morphism.describe` for the operations it records)."""
-    if not isinstance(op, dict):
-        return str(op)
-    from engine.nas.morphism import describe
-
-    try:
-        text = describe(op)
-    except (KeyError, TypeError, ValueError):
-        text = ""
-    if text and not text.startswith("unknown operation"):
-        return text
-    return str(op.get("op") or op.get("type") or "change").replace("_", " ")
-
-
 def path_text(ancestor_id: Any, operations: Sequence[dict]) -> str:
     """The path from a trained trial in words: ``two steps from trial 3: widen ..., deepen ...``."""
-    ops = ", ".join(describe_operation(op) for op in operations)
+    ops = describe_all(operations, none="", sep=", ")
     return f"{steps_text(len(operations))} from trial {ancestor_id}" + (f": {ops}" if ops else "")
 
 
