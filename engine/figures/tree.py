@@ -9,8 +9,8 @@ from typing import Any, Sequence
 import networkx as nx
 import plotly.graph_objects as go
 
-from engine.figures.style import (ACCURACY_SCALE, AMBER, GREY, INK, _accuracy_range, _layout, _pct, _trial_hover,
-                                  empty_figure)
+from engine.figures.style import (ACCURACY_SCALE, AMBER, GREY, INK, accuracy_range, apply_layout, empty_figure, pct,
+                                  trial_hover)
 from engine.nas.operations import describe_all, kind_word
 
 ROOT = "__root__"
@@ -125,13 +125,13 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
            and (g.nodes[n]["trial"] or {}).get("status") == "ok" and g.nodes[n]["trial"].get("val_accuracy") is not None]
     bad = [n for n in g.nodes if n != ROOT and not g.nodes[n]["in_flight"] and n not in oks]
     accs = [g.nodes[n]["trial"]["val_accuracy"] for n in oks]
-    lo, hi = _accuracy_range(accs)
+    lo, hi = accuracy_range(accs)
     if oks:
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in oks], y=[pos[n][1] for n in oks], mode="markers+text",
             text=[f"#{n}" for n in oks], textposition="top center", textfont=dict(size=11),
             customdata=[[n] for n in oks],
-            hovertext=[_trial_hover(g.nodes[n]["trial"]) for n in oks],
+            hovertext=[trial_hover(g.nodes[n]["trial"]) for n in oks],
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(
                 size=[26 if n == best else 20 for n in oks],
@@ -147,7 +147,7 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
             x=[pos[n][0] for n in bad], y=[pos[n][1] for n in bad], mode="markers+text",
             text=[f"#{n}" for n in bad], textposition="top center", textfont=dict(size=11, color="#868e96"),
             customdata=[[n] for n in bad],
-            hovertext=[_trial_hover(g.nodes[n]["trial"]) for n in bad],
+            hovertext=[trial_hover(g.nodes[n]["trial"]) for n in bad],
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=16, symbol="x", color=GREY, line=dict(width=1, color="white")),
             name="failed", showlegend=False))
@@ -157,7 +157,7 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
         prop = flight.get("proposal") or {}
         hover = f"<b>Trial #{flying[0]} · training now</b>"
         if prop.get("mean") is not None:
-            hover += f"<br>predicted {_pct(prop.get('mean'))} ± {_pct(prop.get('sigma'))}"
+            hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in flying], y=[pos[n][1] for n in flying], mode="markers+text",
             text=[f"#{n} training…" for n in flying], textposition="bottom center",
@@ -169,5 +169,5 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
     ys = [p[1] for n, p in pos.items() if n != ROOT]
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, range=[min(ys) - 0.6, max(ys) + 0.5] if ys else None)
-    return _layout(fig, height=height, uirevision="tree", clickmode="event+select", dragmode="pan",
+    return apply_layout(fig, height=height, uirevision="tree", clickmode="event+select", dragmode="pan",
                    hovermode="closest")
