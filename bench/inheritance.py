@@ -162,7 +162,7 @@ def run_seed(d: dict, seed: int, parent_epochs: int, max_epochs: int, kinds: lis
     """One repetition: train the parent, then per kind measure the child before training and
     count the epochs to the parent's validation accuracy, inherited and from scratch."""
     from engine.nas.architecture import init_weights, seed_architecture
-    from engine.nas.morphism import describe
+    from engine.nas.operations import describe
 
     started = time.monotonic()
     seed_arch = seed_architecture(d["x_train"].shape[1:], len(d["class_names"]))

@@ -142,6 +142,7 @@ def embedding_check(seeds=(11, 12, 13), n_test=50, sizes=(20, 50, 110)) -> dict:
     from scipy.stats import spearmanr
 
     from engine.nas import distance as K
+    from engine.nas.embedding import make_embedding
     from engine.nas.gp import GaussianProcess
 
     out: dict = {}
@@ -161,7 +162,7 @@ def embedding_check(seeds=(11, 12, 13), n_test=50, sizes=(20, 50, 110)) -> dict:
         for n in sizes:
             train = np.arange(n)
             for kind in ("landmark", "bourgain"):
-                emb = K.make_embedding(kind, seed=0).fit(d[np.ix_(train, train)])
+                emb = make_embedding(kind, seed=0).fit(d[np.ix_(train, train)])
                 gp = GaussianProcess().fit(emb.transform(d[np.ix_(train, train)]), y[train])
                 mean, _ = gp.predict(emb.transform(d[np.ix_(test, train)]))
                 out.setdefault((kind, n), []).append(spearmanr(mean, y[test]).statistic)

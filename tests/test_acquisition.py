@@ -9,14 +9,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
-from engine.nas import distance as K
-from engine.nas.acquisition import optimize_acquisition, ucb
+from engine.nas import distance as D
+from engine.nas.acquisition import DEFAULT_BETA, SEARCH_BETA, optimize_acquisition, ucb
 from engine.nas.architecture import seed_architecture
 from engine.errors import SproutError
 from engine.nas.gp import ArchitectureGP
 from engine.nas.morphism import apply, random_morph
-from engine.nas.searchers import Proposal, make_searcher
+from engine.nas.proposals import Proposal
+from engine.nas.searchers import make_searcher
 from tests.test_gp import synthetic_accuracy
 from tests.test_kernel import random_architectures
 
@@ -41,10 +43,10 @@ def fitted(trained, seed=0):
 
 def assert_new(proposal, trained):
     fps = {a.fingerprint() for a, _ in trained}
-    keys = {K.distance_key(a) for a, _ in trained}
+    keys = {D.distance_key(a) for a, _ in trained}
     assert proposal.architecture.fingerprint() not in fps
-    assert K.distance_key(proposal.architecture) not in keys
-    assert min(K.edit_distance(proposal.architecture, a) for a, _ in trained) > 1e-9
+    assert D.distance_key(proposal.architecture) not in keys
+    assert min(D.edit_distance(proposal.architecture, a) for a, _ in trained) > 1e-9
 
 
 def assert_replayable(proposal, trained):
@@ -55,8 +57,14 @@ def assert_replayable(proposal, trained):
     assert replayed.fingerprint() == proposal.architecture.fingerprint()
 
 
-def test_ucb():
-    np.testing.assert_allclose(ucb([0.5, 0.6], [0.1, 0.0]), [0.5 + 0.2576, 0.6])
+def test_ucb_trades_the_mean_for_uncertainty():
+    mean, std = np.array([0.6, 0.5]), np.array([0.0, 0.1])
+    assert np.argmax(ucb(mean, std, beta=0.0)) == 0  # no exploration: the better mean wins
+    assert np.argmax(ucb(mean, std, beta=2.0)) == 1  # 0.5 + 2 * 0.1 > 0.6: the uncertain one wins
+    np.testing.assert_allclose(ucb(mean, std, beta=1.0), [0.6, 0.6])
+    np.testing.assert_array_equal(ucb(mean, std), ucb(mean, std, beta=DEFAULT_BETA))
+    assert DEFAULT_BETA == pytest.approx(norm.ppf(0.995), abs=1e-3)  # DESIGN §5: the usual 99% quantile
+    assert 0 < SEARCH_BETA < DEFAULT_BETA  # the search explores less (bench/results/simulate.md)
     assert ucb(0.5, 0.1, beta=0.0) == 0.5
     with pytest.raises(ValueError, match="beta should be >= 0"):
         ucb(0.5, 0.1, beta=-1)
@@ -75,12 +83,18 @@ def test_proposal_is_new_replayable_and_explained(trained):
         assert isinstance(proposal, Proposal) and proposal.searcher == "bayesian"
         assert_new(proposal, trained)
         assert_replayable(proposal, trained)
-        assert proposal.ucb == pytest.approx(proposal.mean + 1.5 * proposal.sigma)  # SEARCH_BETA
+        assert proposal.ucb == pytest.approx(proposal.mean + SEARCH_BETA * proposal.sigma)
         assert proposal.reason.startswith("Chosen because the model predicts")
         assert f"from trial {int(proposal.ancestor_id)}" in proposal.reason
         json.dumps(proposal.to_dict())
         steps.append(len(proposal.operations))
     assert max(steps) >= 2  # the tree search goes beyond one morphism
+
+
+@pytest.mark.parametrize("beta", [0.0, 3.0])
+def test_the_proposal_is_scored_with_the_given_beta(trained, beta):
+    proposal = optimize_acquisition(trained, fitted(trained), np.random.default_rng(0), t_low=0.5, beta=beta)
+    assert proposal.sigma > 0 and proposal.ucb == pytest.approx(proposal.mean + beta * proposal.sigma)
 
 
 def test_same_seed_same_proposal(trained):
@@ -245,6 +259,13 @@ def test_bayesian_searcher_adds_one_cache_row_per_trial():
     searcher = make_searcher("bayesian", seed=0, t_low=1e-2)
     _, history = run_searcher(searcher, seed_history(), 4)
     assert searcher.cache.keys == [t.id for t in history[:5]]
+
+
+def test_the_bayesian_searcher_scores_with_search_beta():
+    searcher = make_searcher("bayesian", seed=0, t_low=1e-2)
+    assert searcher.params["beta"] == SEARCH_BETA
+    proposal = searcher.propose(seed_history())
+    assert proposal.sigma > 0 and proposal.ucb == pytest.approx(proposal.mean + SEARCH_BETA * proposal.sigma)
 
 
 def test_bfs_moves_on_when_the_best_changes():

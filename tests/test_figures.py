@@ -3,13 +3,19 @@ they should; network_dot draws every layer and the skip connections."""
 
 from __future__ import annotations
 
-import copy
+import json
 
 import numpy as np
 import pytest
 
-from engine import figures
+from engine.figures.network import network_dot, skip_edges
+from engine.figures.results import class_counts_figure, confusion_figure, per_class_figure, top_predictions_figure
+from engine.figures.search import (classical_mds, curves_figure, distance_heatmap, mds_figure, prediction_figure,
+                                   progress_figure)
+from engine.figures.style import AMBER, fmt_duration, ok_trials, trial_by_id
+from engine.figures.tree import selected_trial, short_label, tree_figure, tree_graph, tree_positions
 from engine.nas.architecture import Architecture, Layer, seed_architecture
+from engine.nas.operations import describe_all
 
 CLASSES = ["cat", "dog", "fox"]
 WIDER_5 = {"op": "wider", "layer": 5, "kind": "conv", "add": 64, "sources": [], "noise_seed": 0}
@@ -42,9 +48,7 @@ def _with_skip(arch: Architecture, start: int, end: int, kind: str = "add") -> A
 
 
 def _trial(tid, parent, arch, acc, started, finished, ops=(), prediction=None, status="ok", epochs=3):
-    from engine.nas.morphism import describe
-
-    description = "; ".join(describe(op) for op in ops) if ops else "seed architecture"
+    description = describe_all(ops)
     val = None if acc is None else [round(acc - 0.06, 3), round(acc - 0.02, 3), acc][-epochs:]
     return {
         "id": tid, "parent_id": parent, "operations": list(ops),
@@ -106,7 +110,7 @@ def _trace(fig, name):
 
 
 def test_tree_has_a_node_per_trial_and_an_edge_per_parent(snap):
-    fig = figures.tree_figure(snap, selected="2")
+    fig = tree_figure(snap, selected="2")
     trained, failed, flying = _trace(fig, "trained"), _trace(fig, "failed"), _trace(fig, "in flight")
     assert [c[0] for c in trained.customdata] == ["0", "1", "2", "3", "5"]
     assert [c[0] for c in failed.customdata] == ["4"]
@@ -126,27 +130,36 @@ def test_tree_has_a_node_per_trial_and_an_edge_per_parent(snap):
     assert "deepen after relu 11 with a 3x3 conv + ReLU" in hovers   # the proposal in flight, in words
 
 
+def test_tree_words_come_from_the_operations_not_the_description(snap):
+    for t in snap["trials"]:
+        t["description"] = "words from elsewhere"
+    fig = tree_figure(snap)
+    assert sorted(_trace(fig, "edges").text) == ["deeper", "deeper", "skip", "wider", "wider + skip"]
+    hovers = " ".join(_trace(fig, "edges").hovertext) + " ".join(_trace(fig, "trained").hovertext)
+    assert "widen conv 5 by 64 filters" in hovers and "words from elsewhere" not in hovers
+
+
 def test_tree_layers_follow_depth(snap):
-    g = figures.tree_graph(snap)
-    pos = figures.tree_positions(g)
+    g = tree_graph(snap)
+    pos = tree_positions(g)
     assert pos["0"][1] == pos["1"][1] == -1        # seeds on the first row
     assert pos["2"][1] == -2 and pos["3"][1] == -3 and pos["5"][1] == -4 and pos["6"][1] == -4
     assert set(g.successors("3")) == {"5", "6"}
 
 
 def test_tree_empty_and_selection():
-    fig = figures.tree_figure({"trials": []})
+    fig = tree_figure({"trials": []})
     assert not fig.data and "grows here" in fig.layout.annotations[0].text
     event = {"selection": {"points": [{"customdata": ["3"], "x": 0, "y": 0}]}}
-    assert figures.selected_trial(event) == "3"
-    assert figures.selected_trial({"selection": {"points": []}}) is None
+    assert selected_trial(event) == "3"
+    assert selected_trial({"selection": {"points": []}}) is None
 
 
 def test_distance_heatmap_and_mds(snap):
-    heat = figures.distance_heatmap(snap)
+    heat = distance_heatmap(snap)
     assert heat.data[0].type == "heatmap"
     assert list(heat.data[0].x) == ["#0", "#1", "#2", "#3", "#5"]
-    mds = figures.mds_figure(snap, selected="3")
+    mds = mds_figure(snap, selected="3")
     pts = mds.data[0]
     assert [c[0] for c in pts.customdata] == ["0", "1", "2", "3", "5"]
     assert list(pts.marker.color) == [0.71, 0.64, 0.78, 0.83, 0.81]
@@ -155,57 +168,57 @@ def test_distance_heatmap_and_mds(snap):
 def test_classical_mds_recovers_euclidean_distances():
     pts = np.array([[0, 0], [3, 0], [0, 4], [3, 4], [1, 1]], float)
     d = np.linalg.norm(pts[:, None] - pts[None], axis=-1)
-    xy = figures.classical_mds(d)
+    xy = classical_mds(d)
     d2 = np.linalg.norm(xy[:, None] - xy[None], axis=-1)
     assert np.allclose(d, d2, atol=1e-8)
-    assert figures.classical_mds([[0.0]]).shape == (1, 2)
-    assert figures.classical_mds([[0, 2], [2, 0]]).tolist() in ([[1, 0], [-1, 0]], [[-1, 0], [1, 0]])
+    assert classical_mds([[0.0]]).shape == (1, 2)
+    assert classical_mds([[0, 2], [2, 0]]).tolist() in ([[1, 0], [-1, 0]], [[-1, 0], [1, 0]])
 
 
 def test_curves_progress_and_predictions(snap):
-    curves = figures.curves_figure(snap, highlight="3")
+    curves = curves_figure(snap, highlight="3")
     names = [t.name for t in curves.data]
     assert names == ["#0", "#1", "#2", "#3", "#3 train", "#5"]   # the failed trial has no curve
     assert list(_trace(curves, "#3").y) == [0.77, 0.81, 0.83]
-    prog = figures.progress_figure(snap)
+    prog = progress_figure(snap)
     assert list(_trace(prog, "best so far").y) == [0.71, 0.71, 0.78, 0.83, 0.83, 0.83]
     assert [c[0] for c in _trace(prog, "each network").customdata] == ["0", "1", "2", "3", "5"]
-    pred = figures.prediction_figure(snap)
+    pred = prediction_figure(snap)
     pts = _trace(pred, "networks")
     assert list(pts.x) == [0.74, 0.80, 0.85] and list(pts.y) == [0.78, 0.83, 0.81]
     assert list(pts.error_x.array) == [0.05, 0.06, 0.04]
 
 
 def test_results_figures(snap):
-    conf = figures.confusion_figure(snap["final"]["confusion"], CLASSES)
+    conf = confusion_figure(snap["final"]["confusion"], CLASSES)
     assert conf.data[0].type == "heatmap" and list(conf.data[0].x) == CLASSES
     assert conf.data[0].text.tolist()[0] == [15, 3, 2]
-    per = figures.per_class_figure(snap["final"]["per_class"])
+    per = per_class_figure(snap["final"]["per_class"])
     assert [t.name for t in per.data] == ["precision", "recall"]
-    counts = figures.class_counts_figure({"cat": 40, "dog": 5})
-    assert list(counts.data[0].y) == [40, 5] and counts.data[0].marker.color[1] == figures.AMBER
-    top = figures.top_predictions_figure([0.1, 0.7, 0.2], CLASSES, top=2)
+    counts = class_counts_figure({"cat": 40, "dog": 5})
+    assert list(counts.data[0].y) == [40, 5] and counts.data[0].marker.color[1] == AMBER
+    top = top_predictions_figure([0.1, 0.7, 0.2], CLASSES, top=2)
     assert list(top.data[0].y) == ["fox", "dog"] and list(top.data[0].x) == [0.2, 0.7]
 
 
 def test_figures_tolerate_an_empty_run():
     empty = {"run_id": "x", "status": "starting", "trials": [], "distances": {"ids": [], "matrix": []},
              "in_flight": None, "best": None, "final": None}
-    for fig in (figures.tree_figure(empty), figures.distance_heatmap(empty), figures.mds_figure(empty),
-                figures.curves_figure(empty), figures.progress_figure(empty), figures.prediction_figure(empty)):
+    for fig in (tree_figure(empty), distance_heatmap(empty), mds_figure(empty),
+                curves_figure(empty), progress_figure(empty), prediction_figure(empty)):
         assert fig.layout.annotations, "an empty chart says what will appear"
 
 
 def test_tree_with_only_the_first_trial_in_flight():
     snap = {"trials": [], "in_flight": {"trial_id": "0", "parent_id": None, "epoch": 0, "max_epochs": 3,
                                         "proposal": None}}
-    fig = figures.tree_figure(snap)
+    fig = tree_figure(snap)
     assert [c[0] for c in _trace(fig, "in flight").customdata] == ["0"]
 
 
 def test_network_dot_draws_every_layer_and_the_skips(snap):
     arch = snap["trials"][3]["architecture"]          # trial 3 has an add skip 7 -> 11
-    dot = figures.network_dot(arch)
+    dot = network_dot(arch)
     assert dot.startswith("digraph") and dot.rstrip().endswith("}")
     for layer in arch["layers"]:
         assert f"  n{layer['id']} [label=" in dot
@@ -213,7 +226,7 @@ def test_network_dot_draws_every_layer_and_the_skips(snap):
     assert "Conv 1×1 · 64" in dot and "Add" in dot and "skip 7→11" in dot
     assert "Image\\n28×28×1" in dot and "Softmax" in dot
     # the branch: main 7 -> pool -> 1x1 conv -> add, and main 11 -> add; add -> next main layer
-    skips = set(figures.skip_edges(dot))
+    skips = set(skip_edges(dot))
     add_id = next(l["id"] for l in arch["layers"] if l["kind"] == "add")
     pool_id = add_id - 2
     assert {(7, pool_id), (pool_id, add_id - 1), (add_id - 1, add_id), (11, add_id), (add_id, 12)} <= skips
@@ -225,27 +238,42 @@ def test_network_dot_draws_every_layer_and_the_skips(snap):
 
 def test_network_dot_concat_and_plain():
     seed = seed_architecture((32, 32, 3), 4)
-    plain = figures.network_dot(seed.to_dict(), rankdir="LR", title="Best network")
-    assert "rankdir=LR" in plain and 'label="Best network"' in plain and not figures.skip_edges(plain)
+    plain = network_dot(seed.to_dict(), rankdir="LR", title="Best network")
+    assert "rankdir=LR" in plain and 'label="Best network"' in plain and not skip_edges(plain)
     cat = _with_skip(seed, 3, 7, kind="concat")
-    dot = figures.network_dot(cat.to_dict())
-    assert "Concatenate" in dot and "skip 3→7" in dot and len(figures.skip_edges(dot)) == 5
+    dot = network_dot(cat.to_dict())
+    assert "Concatenate" in dot and "skip 3→7" in dot and len(skip_edges(dot)) == 5
 
 
 def test_network_dot_escapes_and_survives_bad_shapes():
     bad = {"format": "sprout-architecture/1", "input_shape": [8, 8, 3], "n_classes": 2,
            "layers": [{"id": 1, "kind": "dense", "inputs": [0], "config": {"units": 2}, "role": "main"},
                       {"id": 2, "kind": "weird\"kind", "inputs": [1], "config": {}, "role": "main"}]}
-    dot = figures.network_dot(bad)
+    dot = network_dot(bad)
     assert 'weird\\"kind' in dot and "n1 -> n2" in dot
 
 
 def test_helpers():
-    assert figures.short_label("widen conv 5 by 32; widen conv 9 by 8; add skip (sum)") == "wider + skip"
-    assert figures.short_label("", [{"op": "deeper"}, {"op": "concat_skip"}, {"op": "deeper"}]) == "deeper + skip"
-    assert figures.fmt_duration(75) == "1 min 15 s" and figures.fmt_duration(5) == "5 s"
-    assert figures.fmt_duration(3700) == "1 h 01 min"
+    assert short_label([WIDER_5, WIDER_1, SKIP_3_7]) == "wider + skip"
+    assert short_label([{"op": "deeper"}, {"op": "concat_skip"}, {"op": "deeper"}]) == "deeper + skip"
+    assert short_label([DEEPER_3, {"op": "prune_layer"}, WIDER_1]) == "deeper + prune layer…"
+    assert short_label([]) == ""
+    assert fmt_duration(75) == "1 min 15 s" and fmt_duration(5) == "5 s"
+    assert fmt_duration(3700) == "1 h 01 min"
     snap = make_snapshot()
-    assert figures.trial_by_id(snap, 3)["id"] == "3"
-    assert len(figures.ok_trials(snap)) == 5
-    assert copy.deepcopy(snap) == snap  # the fixture is plain JSON-able data
+    assert trial_by_id(snap, 3)["id"] == "3"
+    assert len(ok_trials(snap)) == 5
+
+
+def test_the_snapshot_is_json_and_no_figure_modifies_it():
+    snap = make_snapshot()
+    text = json.dumps(snap)
+    assert json.loads(text) == snap  # plain JSON data, as a run folder or the registry hands it over
+    figures = [tree_figure(snap, selected="2"), distance_heatmap(snap), mds_figure(snap, selected="3"),
+               curves_figure(snap, highlight="3"), progress_figure(snap), prediction_figure(snap),
+               confusion_figure(snap["final"]["confusion"], snap["class_names"]),
+               per_class_figure(snap["final"]["per_class"])]
+    assert all(fig.data for fig in figures)
+    tree_graph(snap)
+    network_dot(snap["trials"][3]["architecture"])
+    assert json.dumps(snap) == text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from engine.nas import distance as K
+from engine.nas import distance as D
 from engine.nas.gp import ArchitectureGP, GaussianProcess, cholesky_jitter
 from tests.test_kernel import random_architectures
 
@@ -126,7 +126,7 @@ def test_architecture_gp_shares_the_cache_and_handles_tiny_histories():
     archs = random_architectures(12, seed=12)
     for i, arch in enumerate(archs):
         arch.id = f"t{i}"
-    cache = K.DistanceCache()
+    cache = D.DistanceCache()
     ArchitectureGP(cache).fit(archs[:5], [0.5, 0.6, 0.7, 0.6, 0.5])
     assert cache.keys == [f"t{i}" for i in range(5)]
     ArchitectureGP(cache).fit(archs[:8], [0.5] * 8)

@@ -1,4 +1,5 @@
-"""Edit distance, distance cache, Bourgain embedding and RBF kernel (engine.nas.distance)."""
+"""Edit distance and its cache (engine.nas.distance), the Bourgain embedding (engine.nas.embedding)
+and the RBF kernel with its gradient (engine.nas.kernel)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from engine.nas import distance as K
+from engine.nas import distance as D
 from engine.nas.architecture import seed_architecture
+from engine.nas.embedding import BourgainEmbedding, make_embedding
 from engine.nas.gp import cholesky_jitter
+from engine.nas.kernel import RBF, sq_dists
 from engine.nas.morphism import apply, random_morph
 
 
@@ -35,7 +38,7 @@ def random_architectures(n, seed=0, max_steps=8, distinct=True, input_shape=(32,
     out, keys = [], set()
     while len(out) < n:
         arch = random_chain(base, rng, int(rng.integers(1, max_steps + 1)))
-        key = K.distance_key(arch)
+        key = D.distance_key(arch)
         if distinct and key in keys:
             continue
         keys.add(key)
@@ -79,7 +82,7 @@ def reference_distance(a, b, lam=1.0):
     d[0, :] = np.arange(len(y) + 1)
     for i in range(1, len(x) + 1):
         for j in range(1, len(y) + 1):
-            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + K.layer_distance(x[i - 1], y[j - 1]))
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + D.layer_distance(x[i - 1], y[j - 1]))
 
     def skips(arch):
         return [(u, e - u, t) for u, e, t in arch.skip_connections()]
@@ -99,12 +102,12 @@ def reference_distance(a, b, lam=1.0):
 
 # -------------------------------------------------------------------------- layer distance
 def test_layer_distance_follows_the_formula():
-    assert K.layer_distance(conv(32), conv(64)) == pytest.approx((0.5 + 0 + 0) / 3)
-    assert K.layer_distance(conv(32, 1), conv(32, 5)) == pytest.approx(0.8 / 3)
-    assert K.layer_distance(FakeLayer("dense", {"units": 64}), FakeLayer("dense", {"units": 16})) == 0.75
-    assert K.layer_distance(FakeLayer("bn"), FakeLayer("bn")) == 0.0
-    assert K.layer_distance(FakeLayer("relu"), conv(32)) == 1.0
-    assert K.layer_distance(FakeLayer("dropout", {"rate": 0.0}), FakeLayer("dropout", {"rate": 0.0})) == 0.0
+    assert D.layer_distance(conv(32), conv(64)) == pytest.approx((0.5 + 0 + 0) / 3)
+    assert D.layer_distance(conv(32, 1), conv(32, 5)) == pytest.approx(0.8 / 3)
+    assert D.layer_distance(FakeLayer("dense", {"units": 64}), FakeLayer("dense", {"units": 16})) == 0.75
+    assert D.layer_distance(FakeLayer("bn"), FakeLayer("bn")) == 0.0
+    assert D.layer_distance(FakeLayer("relu"), conv(32)) == 1.0
+    assert D.layer_distance(FakeLayer("dropout", {"rate": 0.0}), FakeLayer("dropout", {"rate": 0.0})) == 0.0
 
 
 def test_skip_set_distance_matches_an_exhaustive_search():
@@ -114,22 +117,22 @@ def test_skip_set_distance_matches_an_exhaustive_search():
         s2 = [(int(rng.integers(0, 9)), int(rng.integers(1, 9)), int(rng.integers(2))) for _ in range(rng.integers(0, 7))]
         a = FakeArch([], [(u, u + s, "add" if t == 0 else "concat") for u, s, t in s1])
         b = FakeArch([], [(u, u + s, "add" if t == 0 else "concat") for u, s, t in s2])
-        assert K.edit_distance(a, b) == pytest.approx(reference_distance(a, b), abs=1e-12)
+        assert D.edit_distance(a, b) == pytest.approx(reference_distance(a, b), abs=1e-12)
 
 
 def test_edit_distance_on_a_test_double():
     a = FakeArch([conv(32), FakeLayer("relu"), FakeLayer("gap")])
     b = FakeArch([conv(64), FakeLayer("relu"), conv(32, 1), FakeLayer("relu"), FakeLayer("gap")], [(1, 3, "add")])
     # substitute conv32 -> conv64 (1/6), insert conv + relu (2), one unmatched skip (1)
-    assert K.edit_distance(a, b) == pytest.approx(1 / 6 + 2 + 1)
-    assert K.edit_distance(a, b, lam=0.5) == pytest.approx(1 / 6 + 2 + 0.5)
+    assert D.edit_distance(a, b) == pytest.approx(1 / 6 + 2 + 1)
+    assert D.edit_distance(a, b, lam=0.5) == pytest.approx(1 / 6 + 2 + 0.5)
 
 
 def test_rejects_malformed_skips():
     with pytest.raises(ValueError, match="'add' or 'concat'"):
-        K.encode(FakeArch([conv(8)], [(0, 1, "mul")]))
+        D.encode(FakeArch([conv(8)], [(0, 1, "mul")]))
     with pytest.raises(ValueError, match="start < end"):
-        K.encode(FakeArch([conv(8)], [(2, 1, "add")]))
+        D.encode(FakeArch([conv(8)], [(2, 1, "add")]))
 
 
 # ---------------------------------------------------------------- on real architectures
@@ -140,7 +143,7 @@ def archs():
 
 def test_matches_the_textbook_definition(archs):
     rng = np.random.default_rng(2)
-    fast = K.pairwise_distances(archs[:30])
+    fast = D.pairwise_distances(archs[:30])
     for _ in range(40):
         i, j = rng.integers(0, 30, size=2)
         assert fast[i, j] == pytest.approx(reference_distance(archs[i], archs[j]), abs=1e-9)
@@ -148,20 +151,20 @@ def test_matches_the_textbook_definition(archs):
 
 def test_zero_on_identical_architectures_and_symmetric(archs):
     base = seed_architecture((32, 32, 3), 10)
-    assert K.edit_distance(base, seed_architecture((32, 32, 3), 10)) == 0.0
+    assert D.edit_distance(base, seed_architecture((32, 32, 3), 10)) == 0.0
     replayed = apply(seed_architecture((32, 32, 3), 10), archs[5].operations)
-    assert K.edit_distance(replayed, archs[5]) == 0.0
-    d = K.pairwise_distances(archs)
+    assert D.edit_distance(replayed, archs[5]) == 0.0
+    d = D.pairwise_distances(archs)
     assert np.all(np.diag(d) == 0.0)
     assert np.array_equal(d, d.T)
-    block = K.pairwise_distances(archs[:20], archs[:20])
+    block = D.pairwise_distances(archs[:20], archs[:20])
     np.testing.assert_allclose(block, block.T, atol=1e-12)
     off = d[~np.eye(len(d), dtype=bool)]
     assert off.min() > 0  # the architectures are distinct
 
 
 def test_triangle_inequality_holds_on_random_architectures(archs):
-    d = K.pairwise_distances(archs)
+    d = D.pairwise_distances(archs)
     slack = d[:, :, None] + d[None, :, :] - d[:, None, :]  # d(i,j) + d(j,k) - d(i,k)
     assert slack.min() > -1e-9
 
@@ -178,7 +181,7 @@ def test_distance_grows_with_the_number_of_morphisms():
         for s, target in enumerate(steps):
             arch = random_chain(arch, rng, target - done)
             done = target
-            mean[s] += K.edit_distance(base, arch) / n_chains
+            mean[s] += D.edit_distance(base, arch) / n_chains
     assert mean[0] == 0.0
     assert np.all(np.diff(mean) > 0), mean
 
@@ -189,8 +192,8 @@ def test_distance_key_is_equal_exactly_at_distance_zero(archs):
     base.id = "seed"
     # many short chains: plenty of exact repeats among them
     pool = [random_chain(base, rng, int(rng.integers(1, 3))) for _ in range(60)] + archs[:20]
-    d = K.pairwise_distances(pool)
-    keys = [K.distance_key(a) for a in pool]
+    d = D.pairwise_distances(pool)
+    keys = [D.distance_key(a) for a in pool]
     same = np.array([[ka == kb for kb in keys] for ka in keys])
     assert same.sum() > len(pool)  # there were repeats to test
     assert np.array_equal(same, d < 1e-9)
@@ -198,7 +201,7 @@ def test_distance_key_is_equal_exactly_at_distance_zero(archs):
 
 def test_distance_matrix_of_100_is_fast():
     archs = random_architectures(100, seed=5, max_steps=10)
-    best = min(_timed(lambda: K.pairwise_distances(archs)) for _ in range(2))
+    best = min(_timed(lambda: D.pairwise_distances(archs)) for _ in range(2))
     assert best < 1.0, f"100 x 100 distances took {best:.2f} s"
 
 
@@ -210,29 +213,29 @@ def _timed(fn):
 
 # ------------------------------------------------------------------------- distance cache
 def test_cache_adds_one_row_per_architecture(archs, monkeypatch):
-    cache = K.DistanceCache()
+    cache = D.DistanceCache()
     for i, arch in enumerate(archs[:20]):
         arch = arch.copy()
         arch.id = f"t{i}"
         cache.add(arch)
     calls = []
-    real = K.encoded_distances
+    real = D.encoded_distances
 
     def spy(rows, cols, *args, **kwargs):
         calls.append((len(rows), len(cols)))
         return real(rows, cols, *args, **kwargs)
 
-    monkeypatch.setattr(K, "encoded_distances", spy)
+    monkeypatch.setattr(D, "encoded_distances", spy)
     new = archs[20].copy()
     new.id = "t20"
     assert cache.add(new) == "t20"
     assert calls == [(1, 20)]
     assert cache.add(new) == "t20" and len(calls) == 1  # already there: nothing computed
-    np.testing.assert_allclose(cache.matrix(), real(*[[K.encode(a) for a in archs[:21]]] * 2), atol=1e-12)
+    np.testing.assert_allclose(cache.matrix(), real(*[[D.encode(a) for a in archs[:21]]] * 2), atol=1e-12)
 
 
 def test_cache_keys_and_blocks(archs):
-    cache = K.DistanceCache()
+    cache = D.DistanceCache()
     named = []
     for i, arch in enumerate(archs[:10]):
         arch = arch.copy()
@@ -241,11 +244,11 @@ def test_cache_keys_and_blocks(archs):
     cache.add_many(named)
     assert cache.keys == [str(i) for i in range(10)]
     untrained = archs[10]
-    assert K.arch_key(untrained) == "fp:" + untrained.fingerprint()
+    assert D.arch_key(untrained) == "fp:" + untrained.fingerprint()
     assert untrained not in cache and "3" in cache
     block = cache.distances_to(archs[10:15], ["2", "7", "0"])
-    np.testing.assert_allclose(block, K.pairwise_distances(archs[10:15], [archs[2], archs[7], archs[0]]), atol=1e-12)
-    np.testing.assert_allclose(cache.matrix(["7", "2"]), K.pairwise_distances([archs[7], archs[2]]), atol=1e-12)
+    np.testing.assert_allclose(block, D.pairwise_distances(archs[10:15], [archs[2], archs[7], archs[0]]), atol=1e-12)
+    np.testing.assert_allclose(cache.matrix(["7", "2"]), D.pairwise_distances([archs[7], archs[2]]), atol=1e-12)
     with pytest.raises(KeyError, match="not in the distance cache"):
         cache.matrix(["nope"])
 
@@ -253,17 +256,17 @@ def test_cache_keys_and_blocks(archs):
 # ----------------------------------------------------------------- embedding and kernel
 def test_bourgain_embedding_is_the_same_map_for_trained_and_candidates(archs):
     trained, candidates = archs[:40], archs[40:]
-    d_tt = K.pairwise_distances(trained)
-    emb = K.BourgainEmbedding(seed=0).fit(d_tt)
+    d_tt = D.pairwise_distances(trained)
+    emb = BourgainEmbedding(seed=0).fit(d_tt)
     x_train = emb.transform(d_tt)
-    np.testing.assert_array_equal(x_train, K.BourgainEmbedding(seed=0).fit_transform(d_tt))
+    np.testing.assert_array_equal(x_train, BourgainEmbedding(seed=0).fit_transform(d_tt))
     # a candidate identical to trained point 3 lands exactly on it
-    x_copy = emb.transform(K.pairwise_distances([trained[3].copy()], trained))
+    x_copy = emb.transform(D.pairwise_distances([trained[3].copy()], trained))
     np.testing.assert_allclose(x_copy[0], x_train[3], atol=1e-12)
     # coordinates are min-distances to subsets: the scaled map is 1-Lipschitz
-    x_cand = emb.transform(K.pairwise_distances(candidates, trained))
-    d_ct = K.pairwise_distances(candidates, trained)
-    gaps = np.sqrt(K.sq_dists(x_cand, x_train))
+    x_cand = emb.transform(D.pairwise_distances(candidates, trained))
+    d_ct = D.pairwise_distances(candidates, trained)
+    gaps = np.sqrt(sq_dists(x_cand, x_train))
     assert np.all(gaps <= d_ct + 1e-9)
     assert emb.dim_ == len(emb.subsets_) and {len(s) for s in emb.subsets_} == {1, 2, 4, 8, 16, 32}
     with pytest.raises(ValueError, match="distances to the 40 fitted points"):
@@ -271,22 +274,22 @@ def test_bourgain_embedding_is_the_same_map_for_trained_and_candidates(archs):
 
 
 def test_landmark_embedding_is_the_singleton_level():
-    d = K.pairwise_distances(random_architectures(12, seed=6))
-    emb = K.make_embedding("landmark").fit(d)
+    d = D.pairwise_distances(random_architectures(12, seed=6))
+    emb = make_embedding("landmark").fit(d)
     assert emb.dim_ == 12 and all(len(s) == 1 for s in emb.subsets_)
     np.testing.assert_allclose(emb.transform(d), d / np.sqrt(12))
-    assert K.make_embedding("bourgain").fit(d).dim_ > 0
+    assert make_embedding("bourgain").fit(d).dim_ > 0
     with pytest.raises(ValueError, match="'landmark' or 'bourgain'"):
-        K.make_embedding("mds")
+        make_embedding("mds")
 
 
 @pytest.mark.parametrize("embedding", ["landmark", "bourgain"])
 def test_kernel_matrix_of_200_random_architectures_is_positive_definite(embedding, archs200):
-    x = K.make_embedding(embedding, seed=0).fit_transform(archs200)
-    gaps = np.sqrt(K.sq_dists(x, x))
+    x = make_embedding(embedding, seed=0).fit_transform(archs200)
+    gaps = np.sqrt(sq_dists(x, x))
     for scale in (0.5, 1.0, 2.0):
         length = scale * float(np.median(gaps[gaps > 0]))
-        kmat = K.rbf(x, x, length)
+        kmat = RBF(length)(x)
         assert np.allclose(kmat, kmat.T) and np.all(np.diag(kmat) == 1.0)
         _, jitter = cholesky_jitter(kmat)
         assert jitter <= 1e-6, (scale, jitter)
@@ -295,21 +298,42 @@ def test_kernel_matrix_of_200_random_architectures_is_positive_definite(embeddin
 @pytest.fixture(scope="module")
 def archs200():
     """Distances among 200 distinct architectures from random morph chains."""
-    return K.pairwise_distances(random_architectures(200, seed=7, max_steps=10))
+    return D.pairwise_distances(random_architectures(200, seed=7, max_steps=10))
 
 
 def test_rbf_values():
     x = np.array([[0.0, 0.0], [3.0, 4.0]])
-    k = K.rbf(x, x, 5.0)
+    kernel = RBF(length_scale=5.0)
+    k = kernel(x)
     assert k[0, 1] == pytest.approx(np.exp(-0.5)) and k[0, 0] == 1.0
+    np.testing.assert_array_equal(kernel(x, x[::-1]), k[:, ::-1])
+    np.testing.assert_array_equal(kernel.diag(x), np.diag(k))
+    np.testing.assert_allclose(kernel.theta, [np.log(5.0)])
+    assert kernel.with_theta(np.log([2.0])).length_scale == pytest.approx(2.0)
+    np.testing.assert_allclose(RBF(1.0, (0.1, 10.0)).bounds, np.log([[0.1, 10.0]]))
     with pytest.raises(ValueError, match="length_scale should be > 0"):
-        K.rbf(x, x, 0.0)
+        RBF(0.0)
+    with pytest.raises(ValueError, match="expected Y=None when eval_gradient is True"):
+        kernel(x, x, eval_gradient=True)
 
 
-def test_embedding_doctests():
+@pytest.mark.parametrize("length_scale", [0.3, 1.0, 4.0])
+def test_rbf_gradient_matches_finite_differences(length_scale):
+    x = np.random.default_rng(0).normal(size=(7, 3))
+    kernel = RBF(length_scale)
+    k, grad = kernel(x, eval_gradient=True)
+    np.testing.assert_array_equal(k, kernel(x))
+    assert grad.shape == (7, 7, 1)
+    eps = 1e-6
+    plus, minus = kernel.with_theta(kernel.theta + eps)(x), kernel.with_theta(kernel.theta - eps)(x)
+    np.testing.assert_allclose(grad[:, :, 0], (plus - minus) / (2 * eps), atol=1e-8)
+    assert np.abs(grad).max() > 1e-3  # the check compares something
+
+
+@pytest.mark.parametrize("module", ["engine.nas.embedding", "engine.nas.kernel"])
+def test_doctests(module):
     import doctest
+    import importlib
 
-    import engine.nas.embedding
-
-    result = doctest.testmod(engine.nas.embedding)
+    result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0

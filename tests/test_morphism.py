@@ -23,6 +23,7 @@ from engine.nas import morphism
 
 from engine.nas import surgery
 from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
+from engine.nas.operations import describe, describe_all, kind_word
 from engine.training.model import build_model, read_weights
 
 N_CHAINS = 200
@@ -118,7 +119,7 @@ def test_chains_preserve_the_function(chains, batch, seed_output):
         out = np.asarray(build_model(arch)(batch, training=False))
         diff = float(np.abs(out - seed_output).max())
         worst = max(worst, diff)
-        assert diff <= TOLERANCE, [morphism.describe(op) for op in arch.operations]
+        assert diff <= TOLERANCE, describe_all(arch.operations)
     keras.backend.clear_session()
     print(f"\nworst softmax difference over {len(chains)} chains: {worst:.2e}; coverage {dict(coverage)}")
     for kind in ("deeper/conv", "deeper/dense", "wider/conv", "wider/dense", "add_skip/conv", "concat_skip/conv",
@@ -288,17 +289,35 @@ def test_no_duplicate_skips():
 
 
 def test_describe():
-    assert morphism.describe({"op": "deeper", "after": 2, "after_kind": "conv", "part": "conv", "kernel": 3,
-                              "relu": False, "new_ids": [15, 16]}) == "deepen after conv 2 with a 3x3 conv"
-    assert morphism.describe({"op": "deeper", "after": 11, "after_kind": "relu", "part": "dense", "relu": True,
-                              "new_ids": [15, 16]}) == "deepen after relu 11 with a dense layer + ReLU"
-    assert morphism.describe({"op": "wider", "layer": 5, "kind": "conv", "add": 32, "sources": [], "noise_seed": 1}) \
+    assert describe({"op": "deeper", "after": 2, "after_kind": "conv", "part": "conv", "kernel": 3,
+                     "relu": False, "new_ids": [15, 16]}) == "deepen after conv 2 with a 3x3 conv"
+    assert describe({"op": "deeper", "after": 11, "after_kind": "relu", "part": "dense", "relu": True,
+                     "new_ids": [15, 16]}) == "deepen after relu 11 with a dense layer + ReLU"
+    assert describe({"op": "wider", "layer": 5, "kind": "conv", "add": 32, "sources": [], "noise_seed": 1}) \
         == "widen conv 5 by 32 filters"
-    assert morphism.describe({"op": "wider", "layer": 10, "kind": "dense", "add": 8, "sources": [], "noise_seed": 1}) \
+    assert describe({"op": "wider", "layer": 10, "kind": "dense", "add": 8, "sources": [], "noise_seed": 1}) \
         == "widen dense 10 by 8 units"
-    assert morphism.describe({"op": "add_skip", "start": 3, "end": 9, "new_ids": []}) == "add skip (sum) from layer 3 to layer 9"
-    assert morphism.describe({"op": "concat_skip", "start": 3, "end": 9, "new_ids": []}) \
+    assert describe({"op": "add_skip", "start": 3, "end": 9, "new_ids": []}) == "add skip (sum) from layer 3 to layer 9"
+    assert describe({"op": "concat_skip", "start": 3, "end": 9, "new_ids": []}) \
         == "add skip (concat) from layer 3 to layer 9"
+    # records of other versions: an unknown kind or a missing field is named, never an error
+    assert describe({"op": "prune_layer", "layer": 4}) == "prune layer"
+    assert describe({"op": "wider", "layer": 5}) == "wider"
+    assert describe({}) == "change" and describe("deeper") == "deeper"
+
+
+def test_paths_and_kind_words_come_from_the_recorded_operations():
+    rng = np.random.default_rng(4)
+    arch = _seed()
+    for _ in range(6):
+        arch = morphism.random_morph(arch, rng)
+    ops = arch.operations
+    assert describe_all(ops) == "; ".join(describe(op) for op in ops)
+    assert describe_all(ops, sep=" | ").split(" | ") == [describe(op) for op in ops]
+    assert describe_all([]) == "seed architecture" and describe_all(None, none="") == ""
+    assert {kind_word(op) for op in ops} <= {"deeper", "wider", "skip"}
+    assert [kind_word({"op": k}) for k in ("deeper", "wider", "add_skip", "concat_skip", "prune_layer")] \
+        == ["deeper", "wider", "skip", "skip", "prune layer"]
 
 
 def test_unweighted_morphs_are_fast():

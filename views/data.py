@@ -5,7 +5,8 @@ import tempfile
 
 import streamlit as st
 
-from engine import figures, paths
+from engine import paths
+from engine.figures.results import class_counts_figure
 
 from engine.data import ingest as data
 from engine.errors import SproutError
@@ -125,7 +126,7 @@ if report["skipped"]:
 left, right = st.columns([5, 6], gap="large")
 with left:
     st.markdown("**Images per class**")
-    st.plotly_chart(figures.class_counts_figure(report["counts"], few=FEW_IMAGES), key="counts",
+    st.plotly_chart(class_counts_figure(report["counts"], few=FEW_IMAGES), key="counts",
                     config={"displayModeBar": False})
     if min(report["counts"].values(), default=0) < FEW_IMAGES:
         st.caption(f"Amber bars are classes with fewer than {FEW_IMAGES} images: add more if you can.")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from engine import figures
+from engine.figures.network import network_dot
 from engine.nas.architecture import seed_architecture
 from views.common import page_button
 
@@ -29,7 +29,7 @@ with drawing:
     with st.container(border=True, height=560):
         st.caption("The starting network for 32×32 greyscale pictures and 10 classes. Each box is a layer; the "
                    "numbers under it are the size of what it passes on (height × width × channels).")
-        st.graphviz_chart(figures.network_dot(seed_architecture((32, 32, 1), 10).to_dict()))
+        st.graphviz_chart(network_dot(seed_architecture((32, 32, 1), 10).to_dict()))
 
 st.markdown("""
 ### 3 · Grow, don't restart

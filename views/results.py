@@ -5,7 +5,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine import figures
+from engine.figures.network import network_dot
+from engine.figures.results import confusion_figure, per_class_figure
+from engine.figures.search import prediction_figure
+from engine.figures.style import trial_by_id
 from views.common import (
     empty_state, is_active, page_button, run_dir, run_images, run_labels, run_picker, status_words, to_display,
 )
@@ -29,7 +32,7 @@ elif snap.get("status") == "failed":
     st.error(snap.get("error") or "The search failed.", icon=":material/error:")
 
 best = snap.get("best") or {}
-best_trial = figures.trial_by_id(snap, best.get("trial_id"))
+best_trial = trial_by_id(snap, best.get("trial_id"))
 if best_trial is None:
     st.info("No network finished training in this run, so there is nothing to show yet.", icon=":material/info:")
     st.stop()
@@ -51,17 +54,17 @@ with left:
     st.markdown(f"#### The best network: #{best_trial['id']}")
     st.caption(f"`{best_trial.get('summary', '')}` · read from the top (your image) to the bottom (the answer).")
     with st.container(height=520, border=False):
-        st.graphviz_chart(figures.network_dot(best_trial["architecture"]))
+        st.graphviz_chart(network_dot(best_trial["architecture"]))
 with right:
     if final:
         st.markdown("#### How well each class is recognised")
         st.caption("**Precision**: when it says *cat*, how often it is a cat. **Recall**: of all the cats, how "
                    "many it finds.")
-        st.plotly_chart(figures.per_class_figure(final.get("per_class") or {}), key="per_class", config=CHART_CONFIG)
+        st.plotly_chart(per_class_figure(final.get("per_class") or {}), key="per_class", config=CHART_CONFIG)
         st.markdown("#### What gets mixed up")
         st.caption("Rows are the true class, columns what the network said. The diagonal is right; anything else "
                    "is a mix-up.")
-        st.plotly_chart(figures.confusion_figure(final.get("confusion") or [], names), key="confusion",
+        st.plotly_chart(confusion_figure(final.get("confusion") or [], names), key="confusion",
                         config=CHART_CONFIG)
 
 # ----- mistakes ---------------------------------------------------------------------------
@@ -90,7 +93,7 @@ if final:
 with st.expander("How good were Sprout's predictions?", expanded=False):
     st.caption("Before training each network, Sprout predicted its accuracy. Points near the dashed line were "
                "good guesses; wide bars mean it was unsure and was exploring.")
-    st.plotly_chart(figures.prediction_figure(snap), key="predictions", config=CHART_CONFIG)
+    st.plotly_chart(prediction_figure(snap), key="predictions", config=CHART_CONFIG)
 
 # ----- downloads --------------------------------------------------------------------------------
 st.markdown("#### Take it with you")

@@ -2,8 +2,12 @@
 
 import streamlit as st
 
-from engine import figures
 from engine.errors import SproutError
+from engine.figures.network import network_dot
+from engine.figures.search import curves_figure, distance_heatmap, mds_figure, prediction_figure, progress_figure
+from engine.figures.style import fmt_duration, ok_trials, trial_by_id
+from engine.figures.tree import FINAL, selected_trial, tree_figure
+from engine.nas.operations import describe_all
 from views.common import (
     chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry, run_picker,
     set_state, snapshot, source_of, status_words,
@@ -82,7 +86,7 @@ if not snap:
 
 # ----- watch it --------------------------------------------------------------------------
 def _select_from(key: str) -> None:
-    trial = figures.selected_trial(st.session_state.get(key))
+    trial = selected_trial(st.session_state.get(key))
     if trial is not None:
         st.session_state.selected = trial
 
@@ -98,7 +102,7 @@ def _cached(name: str, signature, build):
 
 def status_row(snap: dict) -> None:
     trials = snap.get("trials", [])
-    ok = figures.ok_trials(snap)
+    ok = ok_trials(snap)
     best = snap.get("best") or {}
     elapsed, budget = snap.get("elapsed_s") or 0.0, snap.get("budget_s") or 0.0
     head, stop_col = st.columns([5, 1], vertical_alignment="center")
@@ -110,13 +114,13 @@ def status_row(snap: dict) -> None:
     if snap.get("status") == "failed" and snap.get("error"):
         st.error(snap["error"], icon=":material/error:")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric(f"Time used (budget {figures.fmt_duration(budget)})", figures.fmt_duration(elapsed))
+    c1.metric(f"Time used (budget {fmt_duration(budget)})", fmt_duration(elapsed))
     c2.metric("Networks trained", f"{len(ok)}" + (f" (+{len(trials) - len(ok)} failed)" if len(trials) > len(ok) else ""))
     c3.metric("Best validation accuracy", f"{best['val_accuracy']:.1%}" if best.get("val_accuracy") is not None else "–",
               help="Share of the held-back validation images the best network gets right.")
     c4.metric("Device", snap.get("device") or "–")
     if budget and is_active(snap):
-        st.progress(min(1.0, elapsed / budget), text=f"{figures.fmt_duration(max(0.0, budget - elapsed))} left")
+        st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left")
     recipe = snap.get("recipe")
     if recipe and recipe.get("reasons"):
         with st.expander("How each network is trained (chosen from your images)", icon=":material/tune:"):
@@ -135,13 +139,13 @@ def in_flight_card(snap: dict) -> None:
         epoch, max_epochs = flight.get("epoch") or 0, flight.get("max_epochs") or 1
         batch, n_batches = flight.get("batch") or 0, flight.get("n_batches") or 0
         done = (epoch + (batch / n_batches if n_batches else 0)) / max_epochs if epoch < max_epochs else 1.0
-        if flight.get("trial_id") == figures.FINAL:
+        if flight.get("trial_id") == FINAL:
             st.markdown("**Last step: training the best network once more on all its images**")
             st.progress(min(1.0, done), text=f"epoch {min(epoch + 1, max_epochs)} of {max_epochs}")
             return
         parent = flight.get("parent_id")
         prop = flight.get("proposal") or {}
-        what = figures.operations_text(prop.get("operations")) if prop else ""
+        what = describe_all(prop.get("operations"), none="")
         title = f"**Now training network #{flight.get('trial_id')}**"
         if parent is not None:
             title += f" · grown from #{parent}" + (f": {what}" if what else "")
@@ -160,10 +164,10 @@ def in_flight_card(snap: dict) -> None:
 
 
 def network_panel(snap: dict, trial_id: str | None) -> None:
-    trial = figures.trial_by_id(snap, trial_id)
+    trial = trial_by_id(snap, trial_id)
     if trial is None:
         best = (snap.get("best") or {}).get("trial_id")
-        trial = figures.trial_by_id(snap, best)
+        trial = trial_by_id(snap, best)
         if trial is None:
             st.info("Click a network in the tree to see it drawn layer by layer.", icon=":material/touch_app:")
             return
@@ -174,7 +178,7 @@ def network_panel(snap: dict, trial_id: str | None) -> None:
     if trial.get("n_params") is not None:
         facts.append(f"{int(trial['n_params']):,} weights")
     if trial.get("seconds") is not None:
-        facts.append(f"trained {figures.fmt_duration(trial['seconds'])}")
+        facts.append(f"trained {fmt_duration(trial['seconds'])}")
     st.caption(" · ".join(facts))
     st.caption(f"`{trial.get('summary', '')}`")
     if trial.get("parent_id") is not None:
@@ -187,7 +191,7 @@ def network_panel(snap: dict, trial_id: str | None) -> None:
     arch = trial.get("architecture")
     if arch:
         with st.container(height=420, border=False):
-            st.graphviz_chart(_cached("dot", (snap["run_id"], trial["id"]), lambda: figures.network_dot(arch)))
+            st.graphviz_chart(_cached("dot", (snap["run_id"], trial["id"]), lambda: network_dot(arch)))
 
 
 @st.fragment(run_every=LIVE_REFRESH_S if active else None)
@@ -211,7 +215,7 @@ def live() -> None:
         st.subheader("The tree of networks", anchor=False)
         st.caption("Each dot is a trained network, coloured by accuracy (★ = best). Lines show which network "
                    "it grew from; hover a line for the change. Click a dot to see that network.")
-        st.plotly_chart(_cached("tree", tree_sig, lambda: figures.tree_figure(snap, selected=selected)),
+        st.plotly_chart(_cached("tree", tree_sig, lambda: tree_figure(snap, selected=selected)),
                         key="tree", on_select=lambda: _select_from("tree"), selection_mode="points",
                         config=CHART_CONFIG)
     with right:
@@ -223,7 +227,7 @@ def live() -> None:
     if view == "Curves per network":
         st.caption("Validation accuracy after each epoch, one line per network. The selected network is drawn "
                    "thick, with its training accuracy dashed.")
-        st.plotly_chart(_cached("curves", sig, lambda: figures.curves_figure(snap, highlight=selected)),
+        st.plotly_chart(_cached("curves", sig, lambda: curves_figure(snap, highlight=selected)),
                         key="curves", config=CHART_CONFIG)
     elif view == "How different they are":
         st.caption("Sprout measures how many small changes turn one network into another (an *edit distance*). "
@@ -231,21 +235,21 @@ def live() -> None:
         h, m = st.columns(2)
         with h:
             st.markdown("**Distance between every pair**")
-            st.plotly_chart(_cached("heat", sig[:2], lambda: figures.distance_heatmap(snap)), key="heat",
+            st.plotly_chart(_cached("heat", sig[:2], lambda: distance_heatmap(snap)), key="heat",
                             config=CHART_CONFIG)
         with m:
             st.markdown("**A map of the networks** (close = similar)")
-            st.plotly_chart(_cached("mds", sig, lambda: figures.mds_figure(snap, selected=selected)), key="mds",
+            st.plotly_chart(_cached("mds", sig, lambda: mds_figure(snap, selected=selected)), key="mds",
                             on_select=lambda: _select_from("mds"), selection_mode="points", config=CHART_CONFIG)
     elif view == "Predictions":
         st.caption("Before training a network, Sprout predicts its accuracy (± its uncertainty). Points near the "
                    "dashed line were good guesses.")
-        st.plotly_chart(_cached("pred", sig[:2], lambda: figures.prediction_figure(snap)), key="pred",
+        st.plotly_chart(_cached("pred", sig[:2], lambda: prediction_figure(snap)), key="pred",
                         config=CHART_CONFIG)
     else:
         st.caption("Each network's validation accuracy when it finished, and the best so far.")
         st.plotly_chart(_cached("progress", sig[:2] + (round((snap.get("elapsed_s") or 0) / 15),),
-                                lambda: figures.progress_figure(snap)), key="progress", config=CHART_CONFIG)
+                                lambda: progress_figure(snap)), key="progress", config=CHART_CONFIG)
 
     if snap.get("log"):
         with st.expander("Search log"):

@@ -3,8 +3,8 @@
 import numpy as np
 import streamlit as st
 
-from engine import figures
 from engine.errors import SproutError
+from engine.figures.results import top_predictions_figure
 from views.common import empty_state, run_images, run_labels, run_model, run_picker, run_test_indices, to_display
 
 CHART_CONFIG = {"displayModeBar": False}
@@ -79,4 +79,4 @@ with right:
         st.subheader(f"Maybe **{names[top]}**?", anchor=False)
         st.caption(f"Only {probs[top]:.0%} sure: the picture may not look like any class it learnt, or like "
                    "several of them.")
-    st.plotly_chart(figures.top_predictions_figure(probs, names), key="top", config=CHART_CONFIG)
+    st.plotly_chart(top_predictions_figure(probs, names), key="top", config=CHART_CONFIG)

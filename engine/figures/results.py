@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.figures.style import AMBER, DARK_GREEN, GREEN, GRID, LEAF, _layout, empty_figure
+from engine.figures.style import AMBER, DARK_GREEN, GREEN, GRID, LEAF, apply_layout, empty_figure
 
 
 def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[str], height: int | None = None) -> go.Figure:
@@ -27,7 +27,7 @@ def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[s
         hovertemplate="true %{y}, predicted %{x}<br>%{customdata} images (%{z:.0%} of %{y})<extra></extra>"))
     fig.update_xaxes(title="predicted", type="category", tickangle=-35)
     fig.update_yaxes(title="true", type="category", autorange="reversed")
-    return _layout(fig, height=height or max(320, 40 * len(names) + 120))
+    return apply_layout(fig, height=height or max(320, 40 * len(names) + 120))
 
 
 def per_class_figure(per_class: dict, height: int = 320) -> go.Figure:
@@ -42,7 +42,7 @@ def per_class_figure(per_class: dict, height: int = 320) -> go.Figure:
                          marker_color=LEAF, hovertemplate="%{x}: recall %{y:.1%}<extra></extra>"))
     fig.update_yaxes(tickformat=".0%", range=[0, 1.05], gridcolor=GRID)
     fig.update_xaxes(type="category", tickangle=-35)
-    return _layout(fig, height=height, barmode="group", legend=dict(orientation="h", y=1.12))
+    return apply_layout(fig, height=height, barmode="group", legend=dict(orientation="h", y=1.12))
 
 
 def class_counts_figure(counts: dict, few: int = 10, height: int = 300) -> go.Figure:
@@ -56,7 +56,7 @@ def class_counts_figure(counts: dict, few: int = 10, height: int = 300) -> go.Fi
                            hovertemplate="%{x}: %{y} images<extra></extra>"))
     fig.update_xaxes(type="category", tickangle=-35 if len(names) > 6 else 0)
     fig.update_yaxes(title="images", gridcolor=GRID, range=[0, max(values) * 1.18 + 1])
-    return _layout(fig, height=height, showlegend=False)
+    return apply_layout(fig, height=height, showlegend=False)
 
 
 def top_predictions_figure(probabilities: Sequence[float], class_names: Sequence[str], top: int = 5,
@@ -72,4 +72,4 @@ def top_predictions_figure(probabilities: Sequence[float], class_names: Sequence
                            hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
     fig.update_xaxes(range=[0, 1.15], tickformat=".0%", gridcolor=GRID)
     fig.update_yaxes(type="category")
-    return _layout(fig, height=height or 60 + 44 * len(vals), showlegend=False)
+    return apply_layout(fig, height=height or 60 + 44 * len(vals), showlegend=False)

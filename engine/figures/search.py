@@ -1,5 +1,6 @@
-"""How the search is going: the kernel's edit distances (heatmap and MDS map), accuracy per
-epoch, the best accuracy over time, and the Gaussian process's predictions against reality."""
+"""How the search is going: the edit distances between networks (heatmap and MDS map),
+accuracy per epoch, the best accuracy over time, and the Gaussian process's predictions
+against reality."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.figures.style import (ACCURACY_SCALE, DARK_GREEN, GREEN, GREY, GRID, INK, LEAF, _accuracy_range,
-                                  _layout, _scale_colour, _trial_hover, empty_figure, ok_trials)
+from engine.figures.style import (ACCURACY_SCALE, DARK_GREEN, GREEN, GREY, GRID, INK, LEAF, accuracy_range,
+                                  apply_layout, empty_figure, ok_trials, scale_colour, trial_hover)
 
 MAX_CURVES = 60           # curves drawn in the per-epoch chart (the best ones, plus the highlighted)
 
 
-# ----- kernel distances ---------------------------------------------------------------
+# ----- edit distances ------------------------------------------------------------------
 def distance_heatmap(snapshot: dict, height: int = 360) -> go.Figure:
     """Edit distances between trained networks (0 = the same network)."""
     dist = snapshot.get("distances") or {}
@@ -28,7 +29,7 @@ def distance_heatmap(snapshot: dict, height: int = 360) -> go.Figure:
         hovertemplate="%{y} ↔ %{x}<br>edit distance %{z:.2f}<extra></extra>"))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain", type="category")
     fig.update_xaxes(constrain="domain", type="category")
-    return _layout(fig, height=height)
+    return apply_layout(fig, height=height)
 
 
 def classical_mds(matrix: Sequence[Sequence[float]], dims: int = 2) -> np.ndarray:
@@ -64,12 +65,12 @@ def mds_figure(snapshot: dict, selected: str | None = None, height: int = 360) -
     trials = {str(t["id"]): t for t in snapshot.get("trials", [])}
     accs = [(trials.get(i) or {}).get("val_accuracy") for i in ids]
     known = [a for a in accs if a is not None]
-    lo, hi = _accuracy_range(known)
+    lo, hi = accuracy_range(known)
     best = str((snapshot.get("best") or {}).get("trial_id"))
     fig = go.Figure(go.Scatter(
         x=xy[:, 0], y=xy[:, 1], mode="markers+text", text=[f"#{i}" for i in ids], textposition="top center",
         customdata=[[i] for i in ids],
-        hovertext=[_trial_hover(trials[i]) if i in trials else f"#{i}" for i in ids],
+        hovertext=[trial_hover(trials[i]) if i in trials else f"#{i}" for i in ids],
         hovertemplate="%{hovertext}<extra></extra>",
         marker=dict(size=[22 if i == best else 16 for i in ids], symbol=["star" if i == best else "circle" for i in ids],
                     color=[a if a is not None else lo for a in accs], colorscale=ACCURACY_SCALE, cmin=lo, cmax=hi,
@@ -78,7 +79,7 @@ def mds_figure(snapshot: dict, selected: str | None = None, height: int = 360) -
                               color=[INK if i == selected else "white" for i in ids]))))
     fig.update_xaxes(showticklabels=False, zeroline=False, gridcolor=GRID, title="")
     fig.update_yaxes(showticklabels=False, zeroline=False, gridcolor=GRID, title="", scaleanchor="x")
-    return _layout(fig, height=height, uirevision="mds", clickmode="event+select", hovermode="closest")
+    return apply_layout(fig, height=height, uirevision="mds", clickmode="event+select", hovermode="closest")
 
 
 # ----- accuracy over epochs and time --------------------------------------------------
@@ -94,13 +95,13 @@ def curves_figure(snapshot: dict, highlight: str | None = None, height: int = 34
         keep_ids = {str(t["id"]) for t in keep} | {str(highlight), best}
         trials = [t for t in trials if str(t["id"]) in keep_ids]
     accs = [t.get("val_accuracy") for t in trials if t.get("val_accuracy") is not None]
-    lo, hi = _accuracy_range(accs)
+    lo, hi = accuracy_range(accs)
     fig = go.Figure()
     for t in trials:
         tid = str(t["id"])
         val = t["history"]["val_accuracy"]
         strong = tid == str(highlight)
-        colour = _scale_colour(t.get("val_accuracy"), lo, hi) if t.get("status") == "ok" else GREY
+        colour = scale_colour(t.get("val_accuracy"), lo, hi) if t.get("status") == "ok" else GREY
         fig.add_trace(go.Scatter(
             x=list(range(1, len(val) + 1)), y=val, mode="lines+markers", name=f"#{tid}",
             line=dict(color=INK if strong else colour, width=4 if strong else 1.6),
@@ -114,7 +115,7 @@ def curves_figure(snapshot: dict, highlight: str | None = None, height: int = 34
                 hovertemplate=f"#{tid} · epoch %{{x}}<br>train accuracy %{{y:.1%}}<extra></extra>"))
     fig.update_xaxes(title="epoch", dtick=1, gridcolor=GRID)
     fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID)
-    return _layout(fig, height=height, showlegend=len(trials) <= 12, uirevision="curves",
+    return apply_layout(fig, height=height, showlegend=len(trials) <= 12, uirevision="curves",
                    legend=dict(orientation="h", y=-0.25))
 
 
@@ -142,7 +143,7 @@ def progress_figure(snapshot: dict, height: int = 300) -> go.Figure:
                       annotation_position="top left")
     fig.update_xaxes(title="minutes since start", gridcolor=GRID, rangemode="tozero")
     fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID)
-    return _layout(fig, height=height, legend=dict(orientation="h", y=-0.3), uirevision="progress")
+    return apply_layout(fig, height=height, legend=dict(orientation="h", y=-0.3), uirevision="progress")
 
 
 def prediction_figure(snapshot: dict, height: int = 340) -> go.Figure:
@@ -167,4 +168,4 @@ def prediction_figure(snapshot: dict, height: int = 340) -> go.Figure:
         hovertemplate="%{text}<br>predicted %{x:.1%} ± %{error_x.array:.1%}<br>real %{y:.1%}<extra></extra>"))
     fig.update_xaxes(title="predicted accuracy (± sigma)", tickformat=".0%", range=[lo, hi], gridcolor=GRID)
     fig.update_yaxes(title="real validation accuracy", tickformat=".0%", range=[lo, hi], gridcolor=GRID)
-    return _layout(fig, height=height, showlegend=False)
+    return apply_layout(fig, height=height, showlegend=False)

@@ -1,5 +1,6 @@
 """The look shared by every figure: one palette, the common Plotly layout, the blank
-"appears here" chart, and small helpers on trials, accuracies and durations used by several modules."""
+"appears here" chart, and small helpers on trials, accuracies and durations used by several modules
+(public, since the other figure modules use them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import math
 from typing import Any, Sequence
 
 import plotly.graph_objects as go
+
+from engine.nas.operations import describe_all
 
 # ----- one palette for the whole product ---------------------------------------------
 GREEN = "#2f9e64"       # Sprout's green: primary actions, good results
@@ -39,7 +42,9 @@ KIND_STYLE = {  # kind -> (fill colour, display name)
 
 
 # ----- helpers ------------------------------------------------------------------------
-def _layout(fig: go.Figure, height: int = 380, **kwargs: Any) -> go.Figure:
+def apply_layout(fig: go.Figure, height: int = 380, **kwargs: Any) -> go.Figure:
+    """``fig`` with Sprout's common layout (font, margins, transparent background) and
+    ``kwargs`` on top; returns the same figure."""
     fig.update_layout(
         height=height,
         margin=dict(l=10, r=10, t=30, b=10),
@@ -52,7 +57,8 @@ def _layout(fig: go.Figure, height: int = 380, **kwargs: Any) -> go.Figure:
     return fig
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """``0.834`` -> ``83.4%``; a dash for None."""
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
@@ -62,13 +68,15 @@ def ok_trials(snapshot: dict) -> list[dict]:
 
 
 def trial_by_id(snapshot: dict, trial_id: str | None) -> dict | None:
+    """The trial with this id (compared as strings), or None."""
     for t in snapshot.get("trials", []):
         if str(t.get("id")) == str(trial_id):
             return t
     return None
 
 
-def _accuracy_range(values: Sequence[float]) -> tuple[float, float]:
+def accuracy_range(values: Sequence[float]) -> tuple[float, float]:
+    """The (low, high) of a colour scale for these accuracies: at least 10 points wide."""
     if not values:
         return 0.0, 1.0
     lo, hi = min(values), max(values)
@@ -85,10 +93,11 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
                        font=dict(size=15, color="#868e96"))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _layout(fig, height=height)
+    return apply_layout(fig, height=height)
 
 
-def _scale_colour(value: float | None, lo: float, hi: float) -> str:
+def scale_colour(value: float | None, lo: float, hi: float) -> str:
+    """The colour of ``value`` on :data:`ACCURACY_SCALE` stretched over (lo, hi); grey for None."""
     if value is None:
         return GREY
     f = 0.5 if hi <= lo else min(1.0, max(0.0, (value - lo) / (hi - lo)))
@@ -101,17 +110,18 @@ def _scale_colour(value: float | None, lo: float, hi: float) -> str:
     return ACCURACY_SCALE[-1][1]
 
 
-def _trial_hover(t: dict) -> str:
+def trial_hover(t: dict) -> str:
+    """The hover text (Plotly HTML) of a trial: its score or error, summary, origin and costs."""
     head = f"<b>Trial #{t['id']}</b>"
     if t.get("status") == "ok":
-        head += f" · {_pct(t.get('val_accuracy'))} val accuracy"
+        head += f" · {pct(t.get('val_accuracy'))} val accuracy"
     else:
         head += f" · {t.get('status', '?')}" + (f": {html.escape(str(t['error']))}" if t.get("error") else "")
     lines = [head]
     if t.get("summary"):
         lines.append(html.escape(str(t["summary"])))
     if t.get("parent_id") is not None:
-        lines.append(f"from #{t['parent_id']}: {html.escape(t.get('description') or 'changed')}")
+        lines.append(f"from #{t['parent_id']}: {html.escape(describe_all(t.get('operations'), none='changed'))}")
     else:
         lines.append("a starting network")
     bits = []

@@ -9,30 +9,21 @@ from typing import Any, Sequence
 import networkx as nx
 import plotly.graph_objects as go
 
-from engine.figures.style import (ACCURACY_SCALE, AMBER, GREY, INK, _accuracy_range, _layout, _pct, _trial_hover,
-                                  empty_figure)
+from engine.figures.style import (ACCURACY_SCALE, AMBER, GREY, INK, accuracy_range, apply_layout, empty_figure, pct,
+                                  trial_hover)
+from engine.nas.operations import describe_all, kind_word
 
 ROOT = "__root__"
 FINAL = "final"           # the in-flight id of the last fine-tune (not a node of the tree)
 MAX_EDGE_LABELS = 40      # above this many edges the tree shows morphisms on hover only
 
-OP_WORDS = {"deeper": "deeper", "wider": "wider", "add_skip": "skip", "concat_skip": "skip"}
-DESCRIPTION_WORDS = {"deepen": "deeper", "widen": "wider", "add": "skip"}
 
-
-def short_label(description: str | None, operations: Sequence[dict] | None = None, max_len: int = 22) -> str:
-    """A few words for an edge of the tree, one per kind of morphism: ``"wider + skip"``.
-
-    Taken from the operations' ``op`` names when given, else from the first word of each
-    ``;``-separated part of the description ("widen conv 5 ..." -> "wider")."""
-    if operations:
-        words = [OP_WORDS.get(str(op.get("op")), str(op.get("op"))) for op in operations if isinstance(op, dict)]
-    else:
-        words = [DESCRIPTION_WORDS.get(w, w) for w in (p.strip().split()[0] for p in (description or "").split(";")
-                                                        if p.strip())]
-    verbs = list(dict.fromkeys(w for w in words if w))
+def short_label(operations: Sequence[dict] | None, max_len: int = 22) -> str:
+    """A few words for an edge of the tree, one per kind of morphism in ``operations``:
+    ``"wider + skip"`` (:func:`engine.nas.operations.kind_word`)."""
+    verbs = list(dict.fromkeys(kind_word(op) for op in operations or []))
     text = " + ".join(verbs)
-    return text if len(text) <= max_len else text[: max_len - 1] + "…"
+    return text if len(text) <= max_len else text[: max_len - 1].rstrip() + "…"
 
 
 def selected_trial(event: Any) -> str | None:
@@ -54,8 +45,7 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
     """Trials (and the trial in flight) as a directed tree under a virtual root.
 
     Node attributes: ``trial`` (the trial dict, or None for the one in flight) and
-    ``in_flight``; edge attributes: ``description`` and ``operations`` (the morphisms that
-    made the child).
+    ``in_flight``; edge attribute: ``operations`` (the recorded morphisms that made the child).
     """
     g = nx.DiGraph()
     g.add_node(ROOT, trial=None, in_flight=False)
@@ -66,7 +56,7 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
     for t in trials:
         parent = t.get("parent_id")
         parent = str(parent) if parent is not None and str(parent) in ids else ROOT
-        g.add_edge(parent, str(t["id"]), description=t.get("description") or "", operations=t.get("operations") or [])
+        g.add_edge(parent, str(t["id"]), operations=t.get("operations") or [])
     flight = snapshot.get("in_flight")
     if flight and flight.get("trial_id") not in (None, FINAL) and str(flight["trial_id"]) not in ids:
         fid = str(flight["trial_id"])
@@ -75,23 +65,8 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
         proposal = flight.get("proposal") or {}
         g.add_node(fid, trial=None, in_flight=True)
         ops = proposal.get("operations") or flight.get("operations") or []
-        g.add_edge(parent, fid, description=flight.get("description") or operations_text(ops), operations=ops)
+        g.add_edge(parent, fid, operations=ops)
     return g
-
-
-def operations_text(ops: Any) -> str:
-    """The morphisms of a proposal in plain words (engine.nas.morphism.describe)."""
-    if not ops:
-        return ""
-    from engine.nas.morphism import describe
-
-    parts = []
-    for op in ops:
-        try:
-            parts.append(describe(op))
-        except (KeyError, TypeError):
-            parts.append(str(op.get("op", "change")) if isinstance(op, dict) else str(op))
-    return "; ".join(p for p in parts if p)
 
 
 def tree_positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
@@ -129,8 +104,8 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
         ys += [y0, y1, None]
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
-        mid_text.append(short_label(d["description"], d.get("operations")))
-        mid_hover.append(f"<b>#{u} → #{v}</b><br>{html.escape(d['description'] or 'changed')}")
+        mid_text.append(short_label(d["operations"]))
+        mid_hover.append(f"<b>#{u} → #{v}</b><br>{html.escape(describe_all(d['operations'], none='changed'))}")
     fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#ced4da", width=2),
                              hoverinfo="skip", name="morphism", showlegend=False))
     if fx:
@@ -150,13 +125,13 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
            and (g.nodes[n]["trial"] or {}).get("status") == "ok" and g.nodes[n]["trial"].get("val_accuracy") is not None]
     bad = [n for n in g.nodes if n != ROOT and not g.nodes[n]["in_flight"] and n not in oks]
     accs = [g.nodes[n]["trial"]["val_accuracy"] for n in oks]
-    lo, hi = _accuracy_range(accs)
+    lo, hi = accuracy_range(accs)
     if oks:
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in oks], y=[pos[n][1] for n in oks], mode="markers+text",
             text=[f"#{n}" for n in oks], textposition="top center", textfont=dict(size=11),
             customdata=[[n] for n in oks],
-            hovertext=[_trial_hover(g.nodes[n]["trial"]) for n in oks],
+            hovertext=[trial_hover(g.nodes[n]["trial"]) for n in oks],
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(
                 size=[26 if n == best else 20 for n in oks],
@@ -172,7 +147,7 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
             x=[pos[n][0] for n in bad], y=[pos[n][1] for n in bad], mode="markers+text",
             text=[f"#{n}" for n in bad], textposition="top center", textfont=dict(size=11, color="#868e96"),
             customdata=[[n] for n in bad],
-            hovertext=[_trial_hover(g.nodes[n]["trial"]) for n in bad],
+            hovertext=[trial_hover(g.nodes[n]["trial"]) for n in bad],
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=16, symbol="x", color=GREY, line=dict(width=1, color="white")),
             name="failed", showlegend=False))
@@ -182,7 +157,7 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
         prop = flight.get("proposal") or {}
         hover = f"<b>Trial #{flying[0]} · training now</b>"
         if prop.get("mean") is not None:
-            hover += f"<br>predicted {_pct(prop.get('mean'))} ± {_pct(prop.get('sigma'))}"
+            hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in flying], y=[pos[n][1] for n in flying], mode="markers+text",
             text=[f"#{n} training…" for n in flying], textposition="bottom center",
@@ -194,5 +169,5 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
     ys = [p[1] for n, p in pos.items() if n != ROOT]
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, range=[min(ys) - 0.6, max(ys) + 0.5] if ys else None)
-    return _layout(fig, height=height, uirevision="tree", clickmode="event+select", dragmode="pan",
+    return apply_layout(fig, height=height, uirevision="tree", clickmode="event+select", dragmode="pan",
                    hovermode="closest")

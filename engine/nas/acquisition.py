@@ -19,9 +19,10 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from engine.nas.gp import blas_single_thread
 from engine.nas.distance import encode
-from engine.nas.searchers import Proposal, explain_bayesian, explain_fallback
+from engine.nas.gp import blas_single_thread
+from engine.nas.morphism import random_morph
+from engine.nas.proposals import Proposal, explain_bayesian, explain_fallback
 
 DEFAULT_BETA = 2.576  # DESIGN §5: UCB's usual 99% quantile
 SEARCH_BETA = 1.5  # what the search uses: less exploration won in bench/results/simulate.md
@@ -50,12 +51,6 @@ class _Node:
     steps: int = 0  # morphisms from the trained ancestor
 
 
-def _default_morph() -> Callable:
-    from engine.nas.morphism import random_morph
-
-    return random_morph
-
-
 def optimize_acquisition(
     trained: Sequence[tuple[Any, float]],
     model: ScoreModel,
@@ -67,7 +62,6 @@ def optimize_acquisition(
     t_low: float = 1e-4,
     max_children: int = 8,
     max_steps: int = 2,
-    anneal: str = "expand",
     time_cap_s: float | None = None,
     stop: threading.Event | None = None,
     exclude: Sequence[Any] = (),
@@ -81,11 +75,8 @@ def optimize_acquisition(
     fingerprint, or the edit-distance key (:func:`engine.nas.distance.distance_key`, equal exactly
     when the edit distance is 0), of anything trained, excluded, queued or generated.
 
-    ``anneal="expand"`` (DESIGN §6): a popped node is expanded with probability
-    min(1, exp((key - best) / T)) and all its children are queued. ``anneal="push"`` (the
-    paper's Algorithm 1): every popped node is expanded and each child is queued with that
-    probability, so as T falls the queue drains back to the trained networks and their
-    other branches get explored instead of only the incumbent's descendants.
+    The annealing (DESIGN §6): a popped node is expanded with probability
+    min(1, exp((key - best) / T)) and all its new children are queued.
 
     Nodes ``max_steps`` morphisms away from their trained ancestor are scored but not
     queued (no annealing step is spent popping them): far from the data the GP's
@@ -101,9 +92,7 @@ def optimize_acquisition(
         raise ValueError(f"decay should be in (0, 1); received {decay}")
     if max_steps < 1:
         raise ValueError(f"max_steps should be at least 1; received {max_steps}")
-    if anneal not in ("expand", "push"):
-        raise ValueError(f"anneal should be 'expand' or 'push'; received {anneal!r}")
-    morph = morph or _default_morph()
+    morph = morph or random_morph
     deadline = None if time_cap_s is None else time.monotonic() + float(time_cap_s)
 
     def must_stop() -> bool:
@@ -122,16 +111,14 @@ def optimize_acquisition(
     with blas_single_thread():
         while heap and temperature >= t_low and not must_stop():
             _, _, node = heapq.heappop(heap)
-            expand = anneal == "push" or rng.random() < _accept(node.key, best_acq, temperature)
-            if expand:
+            if rng.random() < _accept(node.key, best_acq, temperature):
                 children, encodings = _expand(node.arch, rng, limits, max_children, morph, seen_fp, seen_dk, must_stop)
                 if children:
                     mean, std = model.predict(encodings)
                     scores = ucb(mean, std, beta)
                     for child, m, s, u in zip(children, mean, std, scores):
                         child_node = _Node(child, float(u), float(m), float(s), node.steps + 1)
-                        queue = child_node.steps < max_steps  # a leaf can win, but is never expanded
-                        if queue and (anneal == "expand" or rng.random() < _accept(float(u), best_acq, temperature)):
+                        if child_node.steps < max_steps:  # a leaf can win, but is never expanded
                             heapq.heappush(heap, (-float(u), next(counter), child_node))
                         if u > best_acq:
                             best, best_acq = child_node, float(u)

@@ -1,5 +1,5 @@
-"""Edit distance between networks (DESIGN §4); its embedding and the RBF kernel are in
-``engine.nas.embedding``.
+"""Edit distance between networks (DESIGN §4). The distances become coordinates in
+:mod:`engine.nas.embedding`, and the kernel between those is :mod:`engine.nas.kernel`.
 
 Everything here works on the two structural views of an architecture:
 ``arch.main_chain()`` (layers with ``.kind`` and ``.config``) and
@@ -23,9 +23,6 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-
-# Re-exported: the embedding and the RBF kernel were part of this module and are known by these names.
-from engine.nas.embedding import BourgainEmbedding, make_embedding, rbf, sq_dists  # noqa: F401
 
 MAX_ATTRS = 3
 

@@ -1,14 +1,14 @@
-"""The edit distance's embedding into Euclidean space and the RBF kernel on it (DESIGN §4).
+"""The edit distance's embedding into Euclidean space (DESIGN §4).
 
 The Gaussian process needs a positive-definite kernel; an RBF of the raw edit distance is
 not one in general. So each architecture is mapped to coordinates made of its distances
-to (subsets of) the trained architectures, a Bourgain embedding, and the RBF kernel is
-taken between those coordinates. Pure NumPy.
+to (subsets of) the trained architectures, a Bourgain embedding, and the kernel
+(:mod:`engine.nas.kernel`) is taken between those coordinates. Pure NumPy.
 
 >>> import numpy as np
 >>> d = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
 >>> x = make_embedding("landmark").fit_transform(d)
->>> x.shape, bool(np.allclose(np.diag(rbf(x, x, 1.0)), 1.0))
+>>> x.shape, bool(np.allclose(x, d / np.sqrt(3)))
 ((3, 3), True)
 """
 
@@ -70,24 +70,3 @@ def make_embedding(kind: str = "landmark", seed: int = 0) -> BourgainEmbedding:
     if kind not in ("landmark", "bourgain"):
         raise ValueError(f"embedding should be 'landmark' or 'bourgain'; received {kind!r}")
     return BourgainEmbedding(seed=seed, singletons=True, max_size=1) if kind == "landmark" else BourgainEmbedding(seed=seed)
-
-
-def sq_dists(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Squared Euclidean distances between rows of x (m, k) and y (n, k) (an exact zero
-    diagonal when y is x)."""
-    same = y is x
-    x = np.atleast_2d(x)
-    y = x if same else np.atleast_2d(y)
-    d2 = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
-    d2 = np.maximum(d2, 0.0)
-    if same:
-        np.fill_diagonal(d2, 0.0)
-        d2 = 0.5 * (d2 + d2.T)
-    return d2
-
-
-def rbf(x: np.ndarray, y: np.ndarray, length_scale: float) -> np.ndarray:
-    """RBF kernel exp(-||x - y||^2 / (2 length_scale^2)) between rows of x and y."""
-    if not length_scale > 0:
-        raise ValueError(f"length_scale should be > 0; received {length_scale}")
-    return np.exp(-0.5 * sq_dists(x, y) / (length_scale * length_scale))

@@ -1,10 +1,10 @@
 """Gaussian-process regression on embedded architectures (DESIGN §5).
 
-``GaussianProcess`` works on vectors: k(x, x') = exp(-|x - x'|^2 / (2 l^2)) on standardised
-targets, plus noise variance s^2 on the diagonal; l and s^2 maximise the log marginal
-likelihood (L-BFGS-B in log space, a few starts, bounded). ``ArchitectureGP`` puts the edit
-distance, the embedding and the GP together so callers hand it architectures.
-Pure NumPy/SciPy.
+``GaussianProcess`` works on vectors: the :class:`engine.nas.kernel.RBF` kernel on
+standardised targets, plus noise variance s^2 on the diagonal; the length scale and s^2
+maximise the log marginal likelihood (L-BFGS-B in log space with the kernel's gradient, a
+few starts, bounded). ``ArchitectureGP`` puts the edit distance, the embedding and the GP
+together so callers hand it architectures. Pure NumPy/SciPy.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import numpy as np
 from scipy.linalg import cho_solve, lapack, solve_triangular
 from scipy.optimize import minimize
 
-from engine.nas.embedding import make_embedding, rbf, sq_dists
 from engine.nas.distance import DistanceCache
+from engine.nas.embedding import make_embedding
+from engine.nas.kernel import RBF, sq_dists
 
 try:  # small matrices: one BLAS thread is several times faster than many
     from threadpoolctl import threadpool_limits as _threadpool_limits
@@ -61,10 +62,10 @@ def cholesky_jitter(k: np.ndarray, start: float = JITTER_START, max_jitter: floa
 class GaussianProcess:
     """GP regression with an RBF kernel of unit signal variance on standardised targets.
 
-    Learned attributes after ``fit``: ``X_``, ``y_mean_``, ``y_std_``, ``length_scale_``,
-    ``noise_`` (variance, standardised units), ``L_`` (Cholesky factor of K + noise I),
-    ``alpha_`` ((K + noise I)^-1 y standardised), ``jitter_`` (extra diagonal used),
-    ``log_marginal_likelihood_``.
+    Learned attributes after ``fit``: ``X_``, ``y_mean_``, ``y_std_``, ``kernel_`` (the fitted
+    :class:`engine.nas.kernel.RBF`), ``length_scale_`` (its length scale), ``noise_`` (variance,
+    standardised units), ``L_`` (Cholesky factor of K + noise I), ``alpha_`` ((K + noise I)^-1 y
+    standardised), ``jitter_`` (extra diagonal used), ``log_marginal_likelihood_``.
     With no data ``predict`` returns (prior_mean, prior_std); with one point the targets'
     scale is taken as prior_std.
     """
@@ -86,41 +87,47 @@ class GaussianProcess:
 
     # ----------------------------------------------------------------- likelihood
     def _neg_lml(self, theta: np.ndarray, d2: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log marginal likelihood and its gradient in (log l, log noise)."""
-        ell, noise = math.exp(theta[0]), math.exp(theta[1])
-        k_rbf = np.exp(-0.5 * d2 / (ell * ell))
-        k = k_rbf + noise * np.eye(len(y))
+        """Negative log marginal likelihood and its gradient in (kernel theta..., log noise)."""
+        kernel, noise = self._kernel().with_theta(theta[:-1]), math.exp(theta[-1])
+        k_kernel, k_grad = kernel.of_sq_dists(d2, eval_gradient=True)
+        k = k_kernel + noise * np.eye(len(y))
         try:
             low = np.linalg.cholesky(k)
         except np.linalg.LinAlgError:
-            return 1e25, np.zeros(2)
+            return 1e25, np.zeros(len(theta))
         alpha = cho_solve((low, True), y)
         nll = 0.5 * y @ alpha + np.log(np.diag(low)).sum() + 0.5 * len(y) * math.log(2 * math.pi)
         k_inv, info = lapack.dpotri(low, lower=1)
         if info != 0:
-            return 1e25, np.zeros(2)
+            return 1e25, np.zeros(len(theta))
         k_inv = np.tril(k_inv) + np.tril(k_inv, -1).T
-        d_ell = k_rbf * d2 / (ell * ell)
-        g_ell = alpha @ d_ell @ alpha - (k_inv * d_ell).sum()
-        g_noise = noise * (alpha @ alpha - np.trace(k_inv))
-        grad = -0.5 * np.array([g_ell, g_noise])
-        return float(nll), grad
+        # d lml / d theta_i = (alpha^T dK_i alpha - tr(K^-1 dK_i)) / 2; dK/d log noise = noise * I
+        grads = []
+        for i in range(k_grad.shape[2]):
+            dk = np.ascontiguousarray(k_grad[:, :, i])
+            grads.append(alpha @ dk @ alpha - (k_inv * dk).sum())
+        grads.append(noise * (alpha @ alpha - np.trace(k_inv)))
+        return float(nll), -0.5 * np.array(grads)
+
+    def _kernel(self, length_scale: float = 1.0) -> RBF:
+        """The GP's kernel with the given length scale and the GP's bounds on it."""
+        return RBF(length_scale, self.length_scale_bounds)
 
     def _fit_hyper(self, d2: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-        lo_l, hi_l = self.length_scale_bounds
         lo_n, hi_n = self.noise_bounds
         scale = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
         starts_l = [self.length_scale] if self.length_scale else []
         starts_l += [scale * f for f in (1.0, 0.3, 3.0)][: max(1, self.n_restarts)]
-        bounds = [(math.log(lo_l), math.log(hi_l)), (math.log(lo_n), math.log(hi_n))]
+        bounds = [tuple(b) for b in self._kernel().bounds] + [(math.log(lo_n), math.log(hi_n))]
         best = (math.inf, None)
         for ell0 in starts_l:
-            x0 = np.clip([math.log(ell0), math.log(self.noise)], [b[0] for b in bounds], [b[1] for b in bounds])
+            x0 = np.clip([*self._kernel(ell0).theta, math.log(self.noise)], [b[0] for b in bounds], [b[1] for b in bounds])
             res = minimize(self._neg_lml, x0, args=(d2, y), jac=True, method="L-BFGS-B",
                            bounds=bounds, options={"maxiter": 50})
             if res.fun < best[0]:
                 best = (float(res.fun), res.x)
         if best[1] is None:
+            lo_l, hi_l = self.length_scale_bounds
             return float(np.clip(scale, lo_l, hi_l)), float(np.clip(self.noise, lo_n, hi_n))
         return math.exp(best[1][0]), math.exp(best[1][1])
 
@@ -146,7 +153,8 @@ class GaussianProcess:
             else:
                 median = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
                 self.length_scale_, self.noise_ = float(self.length_scale or median), float(self.noise)
-            k = np.exp(-0.5 * d2 / self.length_scale_**2) + self.noise_ * np.eye(n)
+            self.kernel_ = self._kernel(self.length_scale_)
+            k = self.kernel_.of_sq_dists(d2) + self.noise_ * np.eye(n)
             self.L_, self.jitter_ = cholesky_jitter(k)
         self.alpha_ = cho_solve((self.L_, True), ys) if n else np.zeros(0)
         self.log_marginal_likelihood_ = (
@@ -164,7 +172,7 @@ class GaussianProcess:
         m = Xc.shape[0]
         if len(self.alpha_) == 0:
             return np.full(m, self.y_mean_), np.full(m, float(self.prior_std))
-        ks = rbf(Xc, self.X_, self.length_scale_)
+        ks = self.kernel_(Xc, self.X_)
         mean = ks @ self.alpha_
         v = solve_triangular(self.L_, ks.T, lower=True, check_finite=False)
         var = np.maximum(1.0 - (v * v).sum(axis=0), 0.0)

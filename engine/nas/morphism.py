@@ -10,12 +10,13 @@ too (structure only), which is what the acquisition search does by the thousand.
 
 The child has ``id=None``, ``parent_id`` = the nearest trained ancestor and ``operations``
 = the path from it. The input architecture and its weight arrays are never modified.
+:mod:`engine.nas.operations` puts the recorded operations in words.
 
 >>> import numpy as np
 >>> from engine.nas.architecture import seed_architecture
 >>> child = deeper(seed_architecture((28, 28, 1), 10), np.random.default_rng(0))
->>> child.depth(), describe(child.operations[-1]).startswith("deepen after")
-(6, True)
+>>> child.depth(), child.operations[-1]["op"]
+(6, 'deeper')
 """
 
 from __future__ import annotations
@@ -193,22 +194,3 @@ def apply(arch: Architecture, operations: list[dict]) -> Architecture:
     for op in operations:
         arch = apply_op(arch, op)
     return arch
-
-
-def describe(op: dict) -> str:
-    """The operation in plain words, for the UI.
-
-    >>> describe({"op": "wider", "layer": 5, "kind": "conv", "add": 32, "sources": [], "noise_seed": 0})
-    'widen conv 5 by 32 filters'
-    """
-    kind = op.get("op")
-    if kind == "deeper":
-        what = f"a {op['kernel']}x{op['kernel']} conv" if op["part"] == "conv" else "a dense layer"
-        return f"deepen after {op.get('after_kind', 'layer')} {op['after']} with {what}" + (" + ReLU" if op.get("relu") else "")
-    if kind == "wider":
-        unit = "filters" if op.get("kind", "conv") == "conv" else "units"
-        return f"widen {op.get('kind', 'layer')} {op['layer']} by {op['add']} {unit}"
-    if kind in ("add_skip", "concat_skip"):
-        how = "sum" if kind == "add_skip" else "concat"
-        return f"add skip ({how}) from layer {op['start']} to layer {op['end']}"
-    return f"unknown operation {kind!r}"

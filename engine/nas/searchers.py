@@ -12,111 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
 from engine.errors import SproutError
+from engine.nas.acquisition import SEARCH_BETA, optimize_acquisition
 from engine.nas.distance import DistanceCache, distance_key
+from engine.nas.gp import ArchitectureGP
+from engine.nas.morphism import random_morph
+from engine.nas.proposals import Proposal, explain_bfs, explain_random
 
 
 class TrialLike(Protocol):
     id: str
     architecture: Any
     score: float | None
-
-
-@dataclass
-class Proposal:
-    """The next architecture to train and why.
-
-    ``architecture`` is the unweighted candidate; realise it by loading trial
-    ``ancestor_id``'s weights and applying ``operations`` in order. ``mean``/``sigma``/``ucb``
-    are the model's prediction (None for searchers without a model); ``reason`` is one plain
-    sentence for the UI.
-    """
-
-    architecture: Any
-    ancestor_id: str
-    operations: list[dict] = field(default_factory=list)
-    mean: float | None = None
-    sigma: float | None = None
-    ucb: float | None = None
-    searcher: str = ""
-    reason: str = ""
-
-    def to_dict(self) -> dict:
-        arch = self.architecture
-        as_float = lambda v: None if v is None else float(v)  # noqa: E731
-        return {
-            "architecture": arch.to_dict() if hasattr(arch, "to_dict") else None,
-            "fingerprint": arch.fingerprint(),
-            "ancestor_id": self.ancestor_id,
-            "operations": list(self.operations),
-            "mean": as_float(self.mean),
-            "sigma": as_float(self.sigma),
-            "ucb": as_float(self.ucb),
-            "searcher": self.searcher,
-            "reason": self.reason,
-        }
-
-
-# ----------------------------------------------------------------------- explanations
-_NUMBERS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
-
-
-def _trial_label(trial_id: Any) -> str:
-    text = str(trial_id)
-    if text.isdigit():
-        return f"trial {int(text)}"
-    for prefix in ("trial-", "trial_", "trial"):
-        if text.startswith(prefix) and text[len(prefix):].isdigit():
-            return f"trial {int(text[len(prefix):])}"
-    return f"trial {text}"
-
-
-def _steps(n: int) -> str:
-    word = _NUMBERS[n] if n < len(_NUMBERS) else str(n)
-    return f"{word} step" + ("" if n == 1 else "s")
-
-
-def describe_operation(op: dict) -> str:
-    """A few plain words for one morphism, e.g. ``widen conv 5 by 32 filters``
-    (:func:`engine.nas.morphism.describe` for the operations it records)."""
-    if not isinstance(op, dict):
-        return str(op)
-    try:
-        from engine.nas.morphism import describe
-    except ImportError:  # pragma: no cover - morphism is part of the engine
-        describe = None
-    if describe is not None:
-        try:
-            text = describe(op)
-        except (KeyError, TypeError, ValueError):
-            text = ""
-        if text and not text.startswith("unknown operation"):
-            return text
-    return str(op.get("op") or op.get("type") or "change").replace("_", " ")
-
-
-def _path(ancestor_id: Any, operations: Sequence[dict]) -> str:
-    ops = ", ".join(describe_operation(op) for op in operations)
-    return f"{_steps(len(operations))} from {_trial_label(ancestor_id)}" + (f": {ops}" if ops else "")
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def explain_bayesian(ancestor_id: Any, operations: Sequence[dict], mean: float, sigma: float, ucb: float) -> str:
-    return (f"Chosen because the model predicts {_pct(mean)} ± {_pct(sigma)} accuracy "
-            f"(optimistic estimate {_pct(ucb)}), {_path(ancestor_id, operations)}.")
-
-
-def explain_fallback(ancestor_id: Any, operations: Sequence[dict]) -> str:
-    return (f"The search found nothing new worth trying, so this is a random change of the best network "
-            f"so far, {_path(ancestor_id, operations)}.")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -137,12 +48,6 @@ def _scored(history: Sequence[TrialLike]) -> list[TrialLike]:
     return scored
 
 
-def _default_morph() -> Callable:
-    from engine.nas.morphism import random_morph
-
-    return random_morph
-
-
 class Searcher:
     """Base class: an rng, optional limits and the morphism function."""
 
@@ -152,13 +57,7 @@ class Searcher:
         self.seed = int(seed)
         self.limits = limits
         self.rng = np.random.default_rng(self.seed)
-        self._morph = morph
-
-    @property
-    def morph(self) -> Callable:
-        if self._morph is None:
-            self._morph = _default_morph()
-        return self._morph
+        self.morph: Callable = morph or random_morph
 
     def observe(self, trial: TrialLike) -> None:
         """Take note of a finished trial (optional: ``propose`` reads the full history)."""
@@ -202,7 +101,7 @@ class RandomSearcher(Searcher):
             child = self._unseen_morph(_trained_arch(trial), seen, tries=10)
             if child is not None:
                 return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
-                                reason=f"Chosen at random (the random baseline), {_path(child.parent_id, child.operations)}.")
+                                reason=explain_random(child.parent_id, child.operations))
         raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
 
 
@@ -257,8 +156,7 @@ class BFSSearcher(Searcher):
                 for child in kids:
                     if child.fingerprint() not in seen and distance_key(child) not in seen:
                         return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
-                                        reason=f"Next untried change in breadth-first order, "
-                                               f"{_path(child.parent_id, child.operations)}.")
+                                        reason=explain_bfs(child.parent_id, child.operations))
                 self.queue += [by_fp[c.fingerprint()] for c in kids if c.fingerprint() in by_fp
                                and by_fp[c.fingerprint()] not in self.queue]
             self.queue.pop(0)
@@ -267,8 +165,7 @@ class BFSSearcher(Searcher):
         if child is None:
             raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
         return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
-                        reason=f"Breadth-first order is used up, so this is a random change, "
-                               f"{_path(child.parent_id, child.operations)}.")
+                        reason=explain_bfs(child.parent_id, child.operations, used_up=True))
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "root_id": self.root_id, "queue": list(self.queue)}
@@ -283,22 +180,22 @@ class BayesianSearcher(Searcher):
 
     Keeps one :class:`DistanceCache` across calls (each new trial adds one row) and refits
     the GP at every ``propose``. Parameters: see :func:`engine.nas.acquisition.optimize_acquisition`
-    (beta ... anneal), :class:`engine.nas.gp.ArchitectureGP` (embedding) and the GP's scale with a
-    single trial (``prior_std``, in accuracy units). ``beta`` defaults to 1.5, not DESIGN's
-    2.576: with the annealing search maximising UCB thoroughly, 2.576 over-explores
+    (beta ... max_steps), :class:`engine.nas.gp.ArchitectureGP` (embedding) and the GP's scale with a
+    single trial (``prior_std``, in accuracy units). ``beta`` defaults to
+    :data:`engine.nas.acquisition.SEARCH_BETA` (1.5), not DESIGN's 2.576: with the annealing search maximising UCB thoroughly, 2.576 over-explores
     (bench/results/simulate.md). With a time cap the proposal depends on
     the machine's speed; without one, same seed and history give the same proposal.
     """
 
     name = "bayesian"
 
-    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None, beta: float = 1.5,
-                 t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4, max_children: int = 8,
-                 max_steps: int = 2, anneal: str = "expand", time_cap_s: float | None = None, lam: float = 1.0,
+    def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None,
+                 beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
+                 max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark") -> None:
         super().__init__(seed, limits, morph)
         self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,
-                           max_steps=max_steps, anneal=anneal)
+                           max_steps=max_steps)
         self.time_cap_s = time_cap_s
         self.prior_std = prior_std
         self.embedding = embedding
@@ -310,16 +207,12 @@ class BayesianSearcher(Searcher):
 
     def fit_model(self, history: Sequence[TrialLike]):
         """The GP fitted on the scored trials of ``history``."""
-        from engine.nas.gp import ArchitectureGP
-
         scored = _scored(history)
         archs = [_trained_arch(t) for t in scored]
         return ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
             archs, [float(t.score) for t in scored])
 
     def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        from engine.nas.acquisition import optimize_acquisition
-
         model = self.fit_model(history)
         scored = _scored(history)
         trained = [(_trained_arch(t), float(t.score)) for t in scored]

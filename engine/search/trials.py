@@ -27,11 +27,9 @@ OOM_SHRINK = 0.7              # after an out-of-memory trial: max_params = 70% o
 
 def describe_operations(operations: list[dict]) -> str:
     """The morphisms of a trial in plain words, "; "-separated ("seed architecture" for none)."""
-    if not operations:
-        return "seed architecture"
-    from engine.nas.morphism import describe
+    from engine.nas.operations import describe_all
 
-    return "; ".join(describe(op) for op in operations)
+    return describe_all(operations)
 
 
 class TrialRunner:
