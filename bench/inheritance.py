@@ -89,7 +89,7 @@ def load_split(data: str | None, seed: int) -> dict:
         x, y, class_names = ds.images, ds.labels.astype(np.int64), list(ds.class_names)
         name = Path(data).resolve().parent.name + "/" + Path(data).name if Path(data).name == "train" else data
     else:
-        from engine.data.ingest import stratified_split
+        from engine.data.dataset import stratified_split
 
         from tests.digits import digits_16px
 

@@ -91,7 +91,7 @@ from PIL import Image
 from engine import cli
 
 from engine.data import sources
-from engine.data.sources import Limits
+from engine.data.sources import SourceLimits
 from tests.test_data_sources import write_zip  # the one zip writer of the data tests
 
 # ---------------------------------------------------------------------------- builders
@@ -186,7 +186,7 @@ class Case:
     skipped: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     check: Callable[[dict, Path], None] | None = None
-    limits: Limits | None = None
+    limits: SourceLimits | None = None
     outside: Callable[[Path], list[Path]] | None = None
 
 
@@ -350,7 +350,7 @@ def _zip_deflate_bomb(d: Path) -> Path:
     return path
 
 
-case("zip_bomb_deflate", build=_zip_deflate_bomb, limits=Limits(max_total_bytes=1024**2),
+case("zip_bomb_deflate", build=_zip_deflate_bomb, limits=SourceLimits(max_total_bytes=1024**2),
      error=r"too large: the data holds 6\.0 MiB uncompressed, the limit is 1\.0 MiB")
 
 
@@ -708,7 +708,7 @@ def test_bad_input(name, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(cwd)  # a relative write would land here, inside the snapshot
     target = spec.build(work)
     if spec.limits is not None:
-        monkeypatch.setattr(sources, "Limits", lambda: spec.limits)
+        monkeypatch.setattr(sources, "SourceLimits", lambda: spec.limits)
     before, neighbours = tree(tmp_path, skip=home), sorted(os.listdir(tmp_path.parent))
 
     code = cli.main(["inspect", str(target)])
