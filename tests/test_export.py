@@ -17,7 +17,8 @@ from engine.training import export as ex  # noqa: E402
 from engine.nas.architecture import seed_architecture
 from engine.training.model import build_model  # noqa: E402
 from engine.errors import SproutError  # noqa: E402
-from engine.training.trainer import TrainConfig, predict, train  # noqa: E402
+from engine.training.evaluation import predict  # noqa: E402
+from engine.training.trainer import TrainConfig, train  # noqa: E402
 from tests.digits import digits_16px  # noqa: E402
 
 LABELS = [f"digit {d}" for d in range(10)]

@@ -124,7 +124,7 @@ def test_augment_shifts_and_mirrors_without_touching_the_input():
 
 
 def test_batches_augment_training_batches_only():
-    from engine.training.trainer import Augment, Batches
+    from engine.training.batches import Augment, Batches
 
     x = np.random.default_rng(0).integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
     y = np.arange(64) % 4

@@ -16,7 +16,9 @@ keras = pytest.importorskip("keras")
 from engine.training import trainer  # noqa: E402
 from engine.nas.architecture import init_weights, seed_architecture
 from engine.training.model import build_model  # noqa: E402
-from engine.training.trainer import NAN_ERROR, TrainConfig, evaluate, predict, train  # noqa: E402
+from engine.training.device import device_name  # noqa: E402
+from engine.training.evaluation import evaluate, predict  # noqa: E402
+from engine.training.trainer import NAN_ERROR, TrainConfig, train  # noqa: E402
 from tests.digits import digits_16px  # noqa: E402
 
 CLASSES = [str(d) for d in range(10)]
@@ -359,7 +361,7 @@ def test_predict_is_batched_and_gives_probabilities(arch):
 
 
 def test_device_name_says_where_training_runs():
-    name = trainer.device_name()
+    name = device_name()
     assert name.startswith("GPU (") or (name.startswith("CPU (") and name.endswith("cores)"))
 
 
