@@ -31,6 +31,8 @@ def tune_and_score(folder: Path, epochs_list: list[int], test_data: str | None) 
     """Fine-tune the best trial of ``folder`` for each of ``epochs_list`` and score each result."""
     from engine.data import ingest as data
     from engine.training import trainer
+    from engine.training.evaluation import evaluate
+    from engine.training.model import build_model
     from engine.search.final import FINAL_LR_FACTOR
     from engine.training.recipe import Recipe
     from engine.search.folder import RunFolder
@@ -54,12 +56,12 @@ def tune_and_score(folder: Path, epochs_list: list[int], test_data: str | None) 
         t = time.monotonic()
         result = trainer.train(arch, x, y, ds.images[part["val"]], labels[part["val"]], config)
         seconds = time.monotonic() - t
-        model = trainer.build_model(result.architecture)
+        model = build_model(result.architecture)
         row = {"epochs": epochs, "seconds": seconds,
-               "held_out": trainer.evaluate(model, ds.images[part["test"]], labels[part["test"]],
+               "held_out": evaluate(model, ds.images[part["test"]], labels[part["test"]],
                                             ds.class_names)["accuracy"]}
         if folder_set is not None:
-            row["folder"] = trainer.evaluate(model, folder_set.images, np.asarray(folder_set.labels),
+            row["folder"] = evaluate(model, folder_set.images, np.asarray(folder_set.labels),
                                              folder_set.class_names)["accuracy"]
         rows.append(row)
         print(f"{folder.name}: {epochs} epochs, {seconds:.0f} s, held-out {row['held_out']:.4f}"

@@ -3,7 +3,7 @@
 Three conv stages of 32/64/128 filters with batch norm, global average pooling, dropout,
 Adam 1e-3, batch 64, trained for the whole budget; the weights of the best validation
 epoch are kept (issue "Search quality"). It uses the same data, split and input pipeline
-as a search (``engine.data.ingest`` and ``engine.training.trainer.Batches``), so only the choice of
+as a search (``engine.data.ingest`` and ``engine.training.batches.Batches``), so only the choice of
 architecture and the use of time differ.
 
     python -m bench.fixed_cnn DATA --budget 270 --seed 0 --out RUN_DIR
@@ -33,7 +33,8 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     from engine.nas.architecture import init_weights, seed_architecture
     from engine.training.model import build_model
     from engine.search.loop import TEST_FRACTION, VAL_FRACTION
-    from engine.training.trainer import Batches, evaluate
+    from engine.training.batches import Batches
+    from engine.training.evaluation import evaluate
 
     ds = data.load(source)
     split = ds.split(test=TEST_FRACTION, val=VAL_FRACTION, seed=seed)

@@ -32,6 +32,7 @@ from PIL import Image
 from engine.data import ingest as data
 
 from engine.data import decode
+from engine.data.dataset import Dataset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = "../shared/datasets/fashion-mnist-small/train"  # relative to the repository root
@@ -48,7 +49,7 @@ def median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
-def cold_load(source) -> data.Dataset:
+def cold_load(source) -> Dataset:
     """``data.load`` into a fresh, empty cache folder."""
     with tempfile.TemporaryDirectory() as cache:
         return data.load(source, cache_dir=cache)

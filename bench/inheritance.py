@@ -13,7 +13,7 @@ Per seed S:
 1. The parent: the seed architecture trained ``--epochs-parent`` epochs (``engine.training.trainer.train``,
    patience larger than the epochs, so the only early-stopping effect is Keras restoring the
    weights of the best validation-loss epoch at the end). Its validation accuracy is measured
-   with ``build_model`` + ``engine.training.trainer.evaluate`` on the validation split.
+   with ``build_model`` + ``engine.training.evaluation.evaluate`` on the validation split.
 2. For each morphism kind (deeper in the conv part, deeper in the dense head, wider conv,
    wider dense, add_skip, concat_skip) one child made by the engine's morphism functions
    (``engine.nas.morphism.MORPHISMS``; a kind with a part, e.g. deeper (conv), takes the first
@@ -89,7 +89,7 @@ def load_split(data: str | None, seed: int) -> dict:
         x, y, class_names = ds.images, ds.labels.astype(np.int64), list(ds.class_names)
         name = Path(data).resolve().parent.name + "/" + Path(data).name if Path(data).name == "train" else data
     else:
-        from engine.data.ingest import stratified_split
+        from engine.data.dataset import stratified_split
 
         from tests.digits import digits_16px
 
@@ -122,11 +122,11 @@ def make_child(parent, key: str, seed: int):
 
 
 def measure(arch, x: np.ndarray, y: np.ndarray, class_names: list[str]) -> tuple[float, np.ndarray]:
-    """(validation accuracy by :func:`engine.training.trainer.evaluate`, softmax outputs) of ``arch``."""
+    """(validation accuracy by :func:`engine.training.evaluation.evaluate`, softmax outputs) of ``arch``."""
     import keras
 
     from engine.training.model import build_model
-    from engine.training.trainer import evaluate, predict
+    from engine.training.evaluation import evaluate, predict
 
     model = build_model(arch)
     accuracy = evaluate(model, x, y, class_names)["accuracy"]
@@ -219,7 +219,7 @@ def machine(load_start: tuple[float, ...]) -> list[str]:
     if Path("/proc/cpuinfo").exists():
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                    platform.processor() or "?")
-    from engine.training.trainer import device_name
+    from engine.training.device import device_name
 
     return [f"- Date: {datetime.date.today().isoformat()}",
             f"- Machine: {os.cpu_count()} CPUs ({cpu}), training on {device_name()}; Python "

@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m bench.trainer [--quick]``. Results go to
 ``bench/results/trainer.json`` and a table on stdout.
 
 Compared, for the seed architecture on 28x28x1 images:
-- feed: ``pydataset`` (engine.training.trainer.Batches: index-shuffled batches gathered from the
+- feed: ``pydataset`` (engine.training.batches.Batches: index-shuffled batches gathered from the
   uint8 array, what train() uses) vs ``arrays`` (the arrays passed to ``fit`` with
   ``shuffle=True``; Keras then converts the whole array into one backend tensor per
   ``fit`` call, i.e. per trial, reported separately as ``setup_s``);
@@ -62,8 +62,10 @@ def measure(n: int, side: int, rounds: int, jit: str) -> dict:
     import keras
     import numpy as np
 
-    from engine.training import trainer
     from engine.nas.architecture import init_weights, seed_architecture
+    from engine.training import trainer
+    from engine.training.batches import Batches
+    from engine.training.device import device_name
     from engine.training.model import build_model
 
     x, y = _data(n, side)
@@ -93,8 +95,8 @@ def measure(n: int, side: int, rounds: int, jit: str) -> dict:
         marks.clear()
         start = time.perf_counter()
         if feed == "pydataset":
-            model.fit(trainer.Batches(x, y, batch, shuffle=True), epochs=1, verbose=0, callbacks=[Clock()],
-                      validation_data=trainer.Batches(xv, yv, batch * trainer.EVAL_BATCH_FACTOR))
+            model.fit(Batches(x, y, batch, shuffle=True), epochs=1, verbose=0, callbacks=[Clock()],
+                      validation_data=Batches(xv, yv, batch * trainer.EVAL_BATCH_FACTOR))
         else:
             model.fit(x, y, batch_size=batch, shuffle=True, epochs=1, verbose=0, callbacks=[Clock()],
                       validation_data=(xv, yv), validation_batch_size=batch * trainer.EVAL_BATCH_FACTOR)
@@ -120,7 +122,7 @@ def measure(n: int, side: int, rounds: int, jit: str) -> dict:
                                   # CPU time (all threads) per image: what load on the machine disturbs least
                                   "cpu_ms_per_image": 1000 * min(r["train_cpu_s"] for r in runs) / n,
                                   "setup_s": min(r["setup_s"] for r in runs), "first_fit_s": first[(feed, batch)]}
-    return {"device": trainer.device_name(), "jit_compile": str(model.jit_compile), "variants": out}
+    return {"device": device_name(), "jit_compile": str(model.jit_compile), "variants": out}
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from tests.digits import digits_16px
 
 
 def _tiny() -> dict:
-    from engine.data.ingest import stratified_split
+    from engine.data.dataset import stratified_split
 
     x, y = digits_16px(0)
     x, y = x[:600, ::2, ::2], y[:600]  # back to the original 8x8 digits: one conv block, fast

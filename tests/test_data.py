@@ -17,6 +17,9 @@ from PIL import Image
 from engine.data import ingest as data
 
 from engine.data import decode
+from engine.data.dataset import stratified_split
+from engine.data.report import DataReport
+from engine.data.sample import load_sample
 from engine.errors import SproutError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +41,7 @@ def make_classes(root: Path, counts: dict[str, int], mode="RGB") -> Path:
     return root
 
 
-def skip_reasons(report: data.DataReport) -> dict[str, str]:
+def skip_reasons(report: DataReport) -> dict[str, str]:
     return {s.path: s.reason for s in report.skipped}
 
 
@@ -265,15 +268,15 @@ def test_default_cache_lives_under_sprout_home(images_dir):
 
 def test_split_is_stratified_disjoint_and_deterministic():
     labels = np.repeat(np.arange(4), [100, 20, 3, 2]).astype(np.int32)
-    split = data.stratified_split(labels, test=0.15, val=0.15, seed=7)
+    split = stratified_split(labels, test=0.15, val=0.15, seed=7)
     parts = [split.train, split.val, split.test]
     assert sorted(np.concatenate(parts).tolist()) == list(range(len(labels)))  # disjoint, complete
     assert [np.bincount(labels[p], minlength=4).tolist() for p in parts] == [
         [70, 14, 1, 2], [15, 3, 1, 0], [15, 3, 1, 0]
     ]
-    again = data.stratified_split(labels, seed=7)
+    again = stratified_split(labels, seed=7)
     assert all(np.array_equal(a, b) for a, b in zip(parts, [again.train, again.val, again.test]))
-    other = data.stratified_split(labels, seed=8)
+    other = stratified_split(labels, seed=8)
     assert not np.array_equal(split.test, other.test)
 
 
@@ -294,7 +297,7 @@ def test_sample_is_the_digits_upscaled():
     assert ds.images.shape == (1797, 32, 32, 1) and ds.class_names == [str(k) for k in range(10)]
     assert ds.report.source == "sample" and ds.report.size_stats["width"]["max"] == 8
     assert ds.images.max() == 255 and sum(ds.report.counts.values()) == 1797
-    assert data.load_sample().report.content_hash == ds.report.content_hash
+    assert load_sample().report.content_hash == ds.report.content_hash
 
 
 def test_sample_reads_exactly_scikit_learns_digits():

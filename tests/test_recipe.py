@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.training.recipe import (Recipe, check_overrides, choose_recipe, mirror_check, mirror_keeps_labels,
-                           parse_overrides, with_overrides)
+from engine.training.recipe import (CHILD_EPOCHS, SEED_EPOCHS, Recipe, check_overrides, choose_recipe, mirror_check,
+                                    mirror_keeps_labels, parse_overrides, with_overrides)
 
 
 def _arrows(n: int, side: int = 16, seed: int = 0, mirror_changes_label: bool = True):
@@ -79,10 +79,42 @@ def test_choose_recipe_follows_the_data_and_device(side, n, device, shift, batch
     recipe = choose_recipe(x, y, x[:60], y[:60], device=device)
     assert (recipe.shift, recipe.batch_size) == (shift, batch)
     assert recipe.schedule == "cosine" and recipe.seed_epochs > recipe.child_epochs >= 2
-    steps = -(-n // batch)
-    assert recipe.seed_epochs == min(30, max(3, round(330 / steps)))  # about 330 optimiser steps
     assert any("mirror" in r for r in recipe.reasons)
     assert Recipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+
+
+def _recipe_for(n: int):
+    """(recipe, batches per epoch) for ``n`` blank 8x8 training images on a 2-core CPU."""
+    x = np.zeros((n, 8, 8, 1), np.uint8)
+    y = np.arange(n) % 3
+    recipe = choose_recipe(x, y, x[:60], y[:60], device="CPU (2 cores)")
+    return recipe, -(-n // recipe.batch_size)
+
+
+def test_trial_epochs_follow_optimiser_steps_within_their_bounds():
+    sizes = [100, 1000, 2000, 4000, 8000, 100_000]
+    recipes = [_recipe_for(n)[0] for n in sizes]
+    for recipe in recipes:
+        assert SEED_EPOCHS[0] <= recipe.seed_epochs <= SEED_EPOCHS[1]
+        assert CHILD_EPOCHS[0] <= recipe.child_epochs <= CHILD_EPOCHS[1]
+        assert recipe.seed_epochs > recipe.child_epochs  # the seed learns from scratch, a child inherits
+        assert recipe.final_epochs == recipe.child_epochs  # the fine-tune is as long as a child
+    for smaller, larger in zip(recipes, recipes[1:]):  # more data: no more epochs
+        assert larger.seed_epochs <= smaller.seed_epochs and larger.child_epochs <= smaller.child_epochs
+    assert (recipes[0].seed_epochs, recipes[0].child_epochs) == (SEED_EPOCHS[1], CHILD_EPOCHS[1])  # tiny: the most
+    assert (recipes[-1].seed_epochs, recipes[-1].child_epochs) == (SEED_EPOCHS[0], CHILD_EPOCHS[0])  # huge: the least
+
+
+@pytest.mark.parametrize("n", [1000, 1300])
+def test_trial_epochs_scale_inversely_with_steps_per_epoch(n):
+    # Within the bounds, four times the batches per epoch give about a quarter of the
+    # epochs: a trial takes about the same number of optimiser steps whatever the data size
+    # (each count is rounded to whole epochs, so they differ by up to half an epoch each).
+    (few, few_steps), (many, many_steps) = _recipe_for(n), _recipe_for(4 * n)
+    assert many.child_epochs < few.child_epochs and many.seed_epochs < few.seed_epochs
+    for attr in ("seed_epochs", "child_epochs"):
+        steps_few, steps_many = getattr(few, attr) * few_steps, getattr(many, attr) * many_steps
+        assert abs(steps_few - steps_many) <= (few_steps + many_steps) / 2, (attr, steps_few, steps_many)
 
 
 def test_choose_recipe_rejects_float_images():
@@ -104,7 +136,7 @@ def test_overrides_are_parsed_checked_and_noted():
 
 
 def test_augment_shifts_and_mirrors_without_touching_the_input():
-    from engine.training.trainer import Augment
+    from engine.training.batches import Augment
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (200, 9, 9, 3), dtype=np.uint8)
@@ -124,7 +156,7 @@ def test_augment_shifts_and_mirrors_without_touching_the_input():
 
 
 def test_batches_augment_training_batches_only():
-    from engine.training.trainer import Augment, Batches
+    from engine.training.batches import Augment, Batches
 
     x = np.random.default_rng(0).integers(0, 255, (64, 8, 8, 1), dtype=np.uint8)
     y = np.arange(64) % 4

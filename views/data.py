@@ -8,14 +8,14 @@ import streamlit as st
 from engine import paths
 from engine.figures.results import class_counts_figure
 
-from engine.data import ingest as data
+from engine.data import sources
+from engine.data.report import FEW_IMAGES  # the data report warns below this many images per class
 from engine.errors import SproutError
 from views.common import (
     SAMPLE, chosen_size, data_label, forget_finished_run, get_state, load_report, new_upload_dir, page_button, set_state,
 )
 
 SIZES = [16, 24, 28, 32, 40, 48, 56, 64, 96, 128]
-FEW_IMAGES = data.FEW_IMAGES  # the data report warns below this many images per class
 
 st.title("Your images")
 st.html('<p class="sprout-hero">Teach a computer to tell your pictures apart. Put the pictures of each kind in its '
@@ -68,7 +68,7 @@ if files:
     with st.spinner(f"Saving {len(files):,} files…"):
         dest = new_upload_dir()
         try:
-            data.save_upload([(f.name, f.getvalue()) for f in files], dest)
+            sources.save_upload([(f.name, f.getvalue()) for f in files], dest)
         except SproutError as exc:
             _failed(str(exc), dest)
     _saved(dest.name)
@@ -81,7 +81,7 @@ if archive is not None:
             with tempfile.NamedTemporaryFile(suffix=".zip", dir=paths.uploads_dir(), delete=True) as tmp:
                 tmp.write(archive.getvalue())
                 tmp.flush()
-                data.extract_zip(tmp.name, dest / "data")
+                sources.extract_zip(tmp.name, dest / "data")
         except SproutError as exc:
             _failed(str(exc), dest)
     _saved(dest.name)

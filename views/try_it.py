@@ -49,7 +49,7 @@ else:
     picture = upload.getvalue() if upload is not None else None
 
 if picture is not None:
-    from engine.data.ingest import decode_image
+    from engine.data.decode import decode_image
 
     try:
         pixels = decode_image(picture, size, channels)

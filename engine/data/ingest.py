@@ -19,7 +19,7 @@ import os
 import tempfile
 import zipfile
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,55 +29,25 @@ from PIL import Image
 from engine import paths
 
 from engine.data import sources
+from engine.data.dataset import Dataset
 from engine.data.decode import (
-    ImageError, check_channels, check_size, choose_image_size, decode_image, decode_native,
-    map_images, probe, quiet_pillow, to_channels,
+    ImageError, check_channels, check_size, choose_image_size, decode_native, map_images, probe, quiet_pillow,
+    to_channels,
 )
-from engine.data.report import (  # noqa: F401 - re-exported: known as engine.data.ingest's
-    FEW_IMAGES, IMBALANCE, MAX_DUPLICATE_WARNINGS, MAX_FEW_WARNINGS, SPLIT_NAMES, DataReport, SkippedFile,
-    _no_images_message, _quoted, build_report, count_warnings, duplicate_warnings,
-)
+from engine.data.report import DataReport, SkippedFile, _no_images_message, _quoted, build_report
+from engine.data.sample import load_sample
+from engine.data.sources import SourceLimits
 from engine.errors import SproutError
-from engine.data.sources import Limits, extract_zip, save_upload
-
-__all__ = [
-    "SkippedFile", "DataReport", "Dataset", "Split", "Limits", "load", "inspect",
-    "load_sample", "save_upload", "extract_zip", "decode_image",
-]
 
 CACHE_VERSION = 2  # 2: warnings about empty class folders, grouped few-image warnings
 KEEP_BYTES = 512 * 1024**2  # file bytes kept in memory between hashing and decoding
-
-
-@dataclass
-class Split:
-    """Index arrays into a Dataset: stratified, disjoint, deterministic for a seed."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-@dataclass
-class Dataset:
-    """Decoded images: uint8 (N, S, S, C), int32 labels, class names and relative paths."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    class_names: list[str]
-    paths: list[str]
-    report: DataReport = field(repr=False)
-
-    def split(self, test: float = 0.15, val: float = 0.15, seed: int = 0) -> Split:
-        """Stratified train/val/test indices; see :func:`stratified_split`."""
-        return stratified_split(self.labels, test=test, val=val, seed=seed)
 
 
 # ---------------------------------------------------------------------------- public API
 
 
 def load(source, image_size: int | None = None, channels: str | int = "auto", cache_dir=None,
-         *, limits: Limits | None = None) -> Dataset:
+         *, limits: SourceLimits | None = None) -> Dataset:
     """Decode every usable image of ``source`` into a :class:`Dataset` (cached on disk).
 
     ``image_size``: side of the square input; default: the median image's side (the square
@@ -87,8 +57,7 @@ def load(source, image_size: int | None = None, channels: str | int = "auto", ca
     """
     size_req, channels_req = check_size(image_size), check_channels(channels)
     if isinstance(source, str) and source == "sample":
-        from engine.data.sample import load_sample as _sample
-        return _sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
+        return load_sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
     with sources.open_source(source, limits) as listing:
         files, skipped, class_folders = _plan(listing)
         blobs, digests = _read_all(files, skipped)
@@ -103,15 +72,10 @@ def load(source, image_size: int | None = None, channels: str | int = "auto", ca
     return dataset
 
 
-def inspect(source, image_size=None, channels="auto", cache_dir=None, *, limits: Limits | None = None) -> DataReport:
+def inspect(source, image_size=None, channels="auto", cache_dir=None, *,
+            limits: SourceLimits | None = None) -> DataReport:
     """The :class:`DataReport` of ``source`` (decodes, or reuses the cache, like :func:`load`)."""
     return load(source, image_size=image_size, channels=channels, cache_dir=cache_dir, limits=limits).report
-
-
-def load_sample(image_size: int = 32, channels: int = 1) -> Dataset:
-    """The built-in sample: scikit-learn's handwritten digits, 10 classes, upscaled."""
-    from engine.data.sample import load_sample as _sample
-    return _sample(image_size=image_size, channels=channels)
 
 
 # ---------------------------------------------------------------------------- reading
@@ -279,40 +243,3 @@ def _write_cache(path: Path, dataset: Dataset) -> None:
     except OSError:
         if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-
-
-# ---------------------------------------------------------------------------- split
-
-
-def stratified_split(labels: np.ndarray, test: float = 0.15, val: float = 0.15, seed: int = 0) -> Split:
-    """Per class, shuffle (seeded by ``seed`` and the class) and cut test, val, then train.
-
-    Each class with n >= 3 images gets max(1, round(n*test)) test and max(1, round(n*val))
-    validation images (0 when the fraction is 0), always leaving at least one for training;
-    a class with fewer than 3 images goes to train only. Indices come back sorted.
-    """
-    if not (0 <= test < 1 and 0 <= val < 1 and test + val < 1):
-        raise SproutError(f"split fractions must be >= 0 and sum to less than 1; got test={test}, val={val}")
-    labels = np.asarray(labels)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for c in np.unique(labels):
-        idx = np.random.default_rng([seed, int(c)]).permutation(np.flatnonzero(labels == c))
-        n_test, n_val = _split_counts(len(idx), test, val)
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test:n_test + n_val])
-        parts["train"].append(idx[n_test + n_val:])
-    return Split(**{k: np.sort(np.concatenate(v or [np.empty(0, np.int64)])).astype(np.int64) for k, v in parts.items()})
-
-
-def _split_counts(n: int, test: float, val: float) -> tuple[int, int]:
-    """(test, val) counts for a class of ``n`` images; see :func:`stratified_split`."""
-    if n < 3:
-        return 0, 0
-    n_test = max(1, round(n * test)) if test > 0 else 0
-    n_val = max(1, round(n * val)) if val > 0 else 0
-    while n_test + n_val > n - 1:
-        if n_test >= n_val:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n_test, n_val

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data.ingest import Dataset, build_report
+from engine.data.dataset import Dataset
 from engine.data.decode import RESAMPLE, check_size, to_channels
+from engine.data.report import build_report
 from engine.errors import SproutError
 
 

@@ -17,7 +17,7 @@ Layout rule, the same for all three kinds of source:
 * Files directly in the data root are skipped ("not inside a class folder").
 
 Safety: symbolic links are never followed; zip entries with absolute paths, drive letters
-or ``..`` are never read or written; totals above :class:`Limits` stop the load.
+or ``..`` are never read or written; totals above :class:`SourceLimits` stop the load.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ _RESERVED = re.compile(r'[<>:"|?*]')
 
 
 @dataclass(frozen=True)
-class Limits:
+class SourceLimits:
     """Most files and most uncompressed bytes a source may hold (stops zip bombs)."""
 
     max_total_bytes: int = 2 * 1024**3
@@ -253,7 +253,7 @@ def list_upload(files: list[tuple[str, bytes]]) -> Listing:
     return listing
 
 
-def check_limits(n_files: int, total_bytes: int, limits: Limits) -> None:
+def check_limits(n_files: int, total_bytes: int, limits: SourceLimits) -> None:
     """Raise SproutError when a source holds more files or bytes than ``limits`` allow."""
     if n_files > limits.max_files:
         raise SproutError(
@@ -278,13 +278,13 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 
 @contextmanager
-def open_source(source, limits: Limits | None = None) -> Iterator[Listing]:
+def open_source(source, limits: SourceLimits | None = None) -> Iterator[Listing]:
     """List a folder path, .zip path or upload list, checking ``limits``; closes zips after.
 
     Raises SproutError for a path that does not exist, a file that is not a zip, or a
     source over the limits.
     """
-    limits = limits or Limits()
+    limits = limits or SourceLimits()
     if isinstance(source, (list, tuple)):
         listing, archive = list_upload(list(source)), None
     elif isinstance(source, (str, os.PathLike)):
@@ -338,12 +338,12 @@ def _unique(rel: str, taken: set[str]) -> str:
     return candidate
 
 
-def save_upload(files: list[tuple[str, bytes]], dest: Path, limits: Limits | None = None) -> Path:
+def save_upload(files: list[tuple[str, bytes]], dest: Path, limits: SourceLimits | None = None) -> Path:
     """Write uploaded ``(name, bytes)`` pairs under ``dest`` with sanitised names; return dest.
 
     Names that sanitise to nothing are dropped; clashing names get " (2)", " (3)"...
     """
-    limits = limits or Limits()
+    limits = limits or SourceLimits()
     check_limits(len(files), sum(len(data) for _, data in files), limits)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -360,7 +360,7 @@ def save_upload(files: list[tuple[str, bytes]], dest: Path, limits: Limits | Non
     return dest
 
 
-def extract_zip(zip_path, dest: Path, limits: Limits | None = None) -> Path:
+def extract_zip(zip_path, dest: Path, limits: SourceLimits | None = None) -> Path:
     """Extract ``zip_path`` safely under ``dest``; return the folder holding the class folders.
 
     Members with unsafe paths, symbolic links, encryption, repeated names or corrupt data
@@ -368,7 +368,7 @@ def extract_zip(zip_path, dest: Path, limits: Limits | None = None) -> Path:
     first, and the bytes actually written are counted too. Raises SproutError for a bad
     zip, a limit exceeded or a failed write.
     """
-    limits = limits or Limits()
+    limits = limits or SourceLimits()
     dest = Path(dest)
     with _open_zip(Path(zip_path)) as archive:
         listing = list_zip(archive, str(zip_path))

@@ -38,6 +38,10 @@ MIRROR_MIN_SKILL = 0.05
 #: parent's weights (on fashion-mnist-small these give the 6 and 3 epochs first tuned there).
 SEED_STEPS = 330
 CHILD_STEPS = 165
+#: Least and most epochs of a trial, whatever the steps say: a few epochs even on big data
+#: (early stopping needs some), and no endless epochs on tiny data.
+SEED_EPOCHS = (3, 30)
+CHILD_EPOCHS = (2, 15)
 #: Training images the mirror check uses at most (it is a screening test, not training).
 MIRROR_MAX_IMAGES = 4000
 
@@ -182,7 +186,7 @@ def mirror_keeps_labels(x_train, y_train, x_val, y_val, seed: int = 0) -> bool:
 def choose_recipe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
                   device: str = "CPU", seed: int = 0) -> Recipe:
     """The training recipe for uint8 images ``(n, h, w, c)`` on ``device`` (words such as
-    ``"CPU (2 cores)"`` or ``"GPU (NVIDIA H200)"``, as ``engine.training.trainer.device_name`` gives).
+    ``"CPU (2 cores)"`` or ``"GPU (NVIDIA H200)"``, as ``engine.training.device.device_name`` gives).
 
     - shift: about 7% of the image side (2 px at 28, 1 at 16, 4 at 64), none below 8 px;
     - flip: :func:`mirror_keeps_labels`;
@@ -192,7 +196,8 @@ def choose_recipe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
     - epochs from optimiser steps, not a fixed count: the first network learns from scratch
       for about :data:`SEED_STEPS` steps, a network that inherits weights trains for about
       :data:`CHILD_STEPS` (6 and 3 epochs on 3,500 images in batches of 64, 16 and 8 on
-      1,260); the winner is fine-tuned on training + validation data for as long as a child.
+      1,260), within :data:`SEED_EPOCHS` and :data:`CHILD_EPOCHS`; the winner is fine-tuned
+      on training + validation data for as long as a child.
     """
     if x_train.ndim != 4 or x_train.dtype != np.uint8:
         raise ValueError(f"expected uint8 images of shape (n, h, w, c), received {x_train.dtype} {x_train.shape}")
@@ -212,8 +217,8 @@ def choose_recipe(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
     batch = 32 if n < 1000 else (128 if gpu else 64)
     reasons.append(f"batches of {batch} images ({'few images' if n < 1000 else 'GPU' if gpu else 'CPU'})")
     steps = max(1, -(-n // batch))  # batches per epoch
-    seed_epochs = int(np.clip(round(SEED_STEPS / steps), 3, 30))
-    child_epochs = int(np.clip(round(CHILD_STEPS / steps), 2, 15))
+    seed_epochs = int(np.clip(round(SEED_STEPS / steps), *SEED_EPOCHS))
+    child_epochs = int(np.clip(round(CHILD_STEPS / steps), *CHILD_EPOCHS))
     reasons.append(f"the first network trains up to {seed_epochs} epochs and each grown one up to {child_epochs} "
                    f"({steps} steps an epoch)")
     return Recipe(shift=shift, flip=flip, batch_size=batch, seed_epochs=seed_epochs, child_epochs=child_epochs,

@@ -13,7 +13,7 @@ labels. Each epoch visits them in a fresh random order through
 :class:`engine.training.batches.Batches`, which gathers one batch at a time by index, so neither
 an epoch nor a trial copies the data set. The model itself rescales the uint8 pixels.
 Scoring a trained model (``predict``, ``evaluate``, ``scores``) lives in
-``engine.training.evaluation``; both are re-exported here.
+``engine.training.evaluation``.
 
 Backends. Everything goes through backend-neutral Keras (``keras.ops``, PyDataset), so
 the same code trains on TensorFlow, JAX or PyTorch. What is backend-specific is set up
@@ -23,7 +23,7 @@ TensorFlow leak that otherwise cost ~12 MB per trial).
 
 Memory. Each trial builds its own model; train() clears the Keras session around it and
 collects garbage, and holds on to nothing but the weights it returns, so a long search
-stays flat (tests/test_trainer.py runs 15 trials and bounds the growth).
+stays flat (tests/test_trainer.py runs 8 trials and bounds the growth).
 
 Example (doctest skipped: it trains):
 
@@ -50,11 +50,8 @@ import keras  # noqa: E402
 
 from engine.nas.architecture import Architecture, init_weights  # noqa: E402
 
+from engine.training.batches import Augment, Batches  # noqa: E402
 from engine.training.model import build_model, read_weights  # noqa: E402
-# Re-exported: callers and tests know these as engine.training.trainer's.
-from engine.training.batches import Augment, Batches  # noqa: E402,F401
-from engine.training.device import device_name  # noqa: E402,F401
-from engine.training.evaluation import evaluate, predict, scores  # noqa: E402,F401
 
 log = logging.getLogger(__name__)
 
