@@ -139,7 +139,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SproutError(f"there is no model file at {model_path}")
     labels = read_labels(model_path.parent / "labels.json")
     with _QuietStderr():
-        from engine.training import trainer
+        from engine.training.evaluation import evaluate
 
         try:
             from engine.training.export import load_model
@@ -166,7 +166,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     index = {name: i for i, name in enumerate(names)}
     y = np.array([index[ds.class_names[int(k)]] for k in ds.labels], dtype=np.int64)
     with _QuietStderr():
-        result = trainer.evaluate(model, ds.images, y, names)
+        result = evaluate(model, ds.images, y, names)
     json.dump(result, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0

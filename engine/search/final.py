@@ -140,8 +140,10 @@ class FinalPhase:
         return summary
 
     def _evaluate(self, model) -> dict:
-        probs = np.asarray(self.trainer.predict(model, self.x_test))  # one pass serves every number below
-        result = self.trainer.scores(probs, self.y_test, self.class_names)
+        from engine.training.evaluation import predict, scores
+
+        probs = np.asarray(predict(model, self.x_test))  # one pass serves every number below
+        result = scores(probs, self.y_test, self.class_names)
         pred = probs.argmax(axis=1)
         test_idx = self.split["test"]
         misclassified = [{"index": int(test_idx[i]), "path": self.dataset.paths[int(test_idx[i])],

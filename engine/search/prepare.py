@@ -90,7 +90,9 @@ class Preparation:
 
     def _device(self) -> str:
         try:
-            return str(self.trainer.device_name())
+            from engine.training.device import device_name
+
+            return str(device_name())
         except Exception:  # noqa: BLE001
             return "unknown"
 
