@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +21,7 @@ from engine.nas.architecture import Architecture
 from engine.search.budget import flops, now_iso
 from engine.errors import SproutError
 from engine.search.folder import LABELS, MODEL, SUMMARY, atomic_write_json, disk_errors
-
-if TYPE_CHECKING:
-    from engine.search.loop import Trial
+from engine.search.trial import Trial
 
 FINAL_LR_FACTOR = 0.5         # fine-tune learning rate, relative to the search's
 FINAL_EPOCHS_MAX_FACTOR = 3   # the fine-tune trains at most this many times the recipe's final epochs

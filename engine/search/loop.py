@@ -29,12 +29,11 @@ The test split never reaches the searcher, the trainer's early stopping or the f
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,10 +41,12 @@ import numpy as np
 
 from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
 from engine.search.budget import CostModel, Timings as _Timings, flops, now_iso
+from engine.search.config import SearchConfig
 from engine.errors import SproutError
 from engine.search.final import FINAL_EPOCHS_MAX_FACTOR, FINAL_LR_FACTOR, FinalPhase
 from engine.search.prepare import TEST_FRACTION, VAL_FRACTION, Preparation
 from engine.search.folder import RUN_FORMAT, RunFolder, read_json
+from engine.search.trial import Trial
 from engine.search.trials import OOM_SHRINK, TrialRunner, describe_operations
 
 # Defined with the phase that uses them, and importable from here as before.
@@ -58,57 +59,6 @@ ACQ_FRACTION = 0.03           # acquisition time cap, as a fraction of a trial's
 TRIAL_SHARE = 0.3             # a proposal must be able to train within this share of the search time left
 FINAL_SHARE = 0.15            # budget share kept for the final fine-tune (at least its recipe epochs)
 MAX_CONSECUTIVE_FAILURES = 5
-
-
-@dataclass
-class SearchConfig:
-    """What to search: the contract's fields, plus optional extras (defaults keep the contract)."""
-
-    budget_s: float
-    searcher: str = "bayesian"
-    seed: int = 0
-    image_size: int | None = None
-    max_epochs: int | None = None
-    max_trials: int | None = None      # stop proposing after this many trials (None: budget only)
-    batch_size: int | None = None      # None: the recipe's (chosen from the data and device)
-    recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "SearchConfig":
-        names = {f.name for f in fields(SearchConfig)}
-        return SearchConfig(**{k: v for k, v in d.items() if k in names})
-
-    def check(self) -> None:
-        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
-            raise SproutError(f"the time budget must be a positive number of seconds; received {self.budget_s!r}")
-        if self.searcher not in ("bayesian", "random", "bfs"):
-            raise SproutError(f"unknown searcher {self.searcher!r}; expected bayesian, random or bfs")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise SproutError(f"--max-epochs must be at least 1; received {self.max_epochs}")
-        if self.image_size is not None and not 8 <= self.image_size <= 512:
-            raise SproutError(f"--image-size must be between 8 and 512 pixels; received {self.image_size}")
-        if self.max_trials is not None and self.max_trials < 1:
-            raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
-        if self.recipe:
-            from engine.training.recipe import check_overrides
-
-            try:
-                check_overrides(self.recipe)
-            except ValueError as exc:
-                raise SproutError(str(exc)) from None
-
-
-@dataclass
-class Trial:
-    """A finished trial as the searchers see it: ``architecture`` is unweighted, with ``id`` set."""
-
-    id: str
-    architecture: Architecture
-    score: float | None
-    record: dict = field(default_factory=dict)
 
 
 def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfig,
