@@ -185,17 +185,13 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
     from engine.nas.architecture import init_weights, seed_architecture
 
     from engine.training.model import build_model
-    from engine.search.final import FinalPhase
-
-    class Saver(FinalPhase):  # only what _save_model reads
-        def __init__(self, root):
-            self.folder, self.class_names = runio.RunFolder(root), [str(d) for d in range(10)]
+    from engine.search.final import save_model
 
     root = tmp_path / "run"
     root.mkdir()
-    saver = Saver(root)
+    folder, names = runio.RunFolder(root), [str(d) for d in range(10)]
     model = build_model(init_weights(seed_architecture((8, 8, 1), 10), seed=0))
-    saver._save_model(model)
+    save_model(folder, model, names)
     before = (root / "best_model.keras").read_bytes()
 
     class FullDisk(keras.Model):
@@ -204,7 +200,7 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(DiskFullError, match="while writing best_model.keras"):
-        saver._save_model(FullDisk())
+        save_model(folder, FullDisk(), names)
     assert (root / "best_model.keras").read_bytes() == before
     assert sorted(p.name for p in root.iterdir()) == ["best_model.keras", "labels.json"]
 

@@ -20,7 +20,8 @@ import pytest
 from engine.search import folder as runio
 from engine.nas.architecture import Architecture, init_weights, seed_architecture
 from engine.errors import SproutError
-from engine.search.loop import CostModel, SearchConfig, flops, run_search
+from engine.search.budget import CostModel, flops
+from engine.search.loop import SearchConfig, run_search
 
 TRIAL_KEYS = {"id", "parent_id", "operations", "description", "summary", "n_params", "status", "error",
               "val_accuracy", "history", "epochs", "seconds", "started_s", "finished_s", "prediction"}

@@ -288,5 +288,8 @@ class RunFolder:
     def read_dataset(self) -> dict | None:
         return self.read(DATASET)
 
+    def write_dataset(self, info: dict) -> None:
+        self.write(DATASET, info)
+
     def read_summary(self) -> dict | None:
         return self.read(SUMMARY)
