@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine import paths
 from engine.errors import SproutError
+from engine.search.status import ACTIVE, RunStatus
 
 PAGES = {
     "data": "views/data.py",
@@ -30,7 +31,6 @@ PAGES = {
 STATE_KEYS = ("data", "run", "size")
 SAMPLE = "sample"
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-ACTIVE = ("starting", "running", "finishing")
 
 
 # ----- shared, process-wide objects ---------------------------------------------------
@@ -186,12 +186,12 @@ def is_active(snap: dict | None) -> bool:
 
 
 STATUS_WORDS = {
-    "starting": ("Getting ready", ":material/hourglass_top:"),
-    "running": ("Searching", ":material/eco:"),
-    "finishing": ("Finishing: testing the best network", ":material/science:"),
-    "done": ("Finished", ":material/check_circle:"),
-    "stopped": ("Stopped", ":material/stop_circle:"),
-    "failed": ("Something went wrong", ":material/warning:"),
+    RunStatus.STARTING: ("Getting ready", ":material/hourglass_top:"),
+    RunStatus.RUNNING: ("Searching", ":material/eco:"),
+    RunStatus.FINISHING: ("Finishing: testing the best network", ":material/science:"),
+    RunStatus.DONE: ("Finished", ":material/check_circle:"),
+    RunStatus.STOPPED: ("Stopped", ":material/stop_circle:"),
+    RunStatus.FAILED: ("Something went wrong", ":material/warning:"),
 }
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine import figures
+from engine.search.status import RunStatus
 from views.common import (
     empty_state, is_active, page_button, run_dir, run_images, run_labels, run_picker, status_words, to_display,
 )
@@ -25,7 +26,7 @@ if is_active(snap) and not final:
     st.info(f"{status_words(snap)} · the final results appear here when the search ends. The best network so far "
             "is shown below.", icon=":material/hourglass_top:")
     page_button("Watch the search", "search", key="to_search_live", primary=False)
-elif snap.get("status") == "failed":
+elif snap.get("status") == RunStatus.FAILED:
     st.error(snap.get("error") or "The search failed.", icon=":material/error:")
 
 best = snap.get("best") or {}

@@ -21,6 +21,7 @@ from engine.nas.architecture import Architecture
 from engine.search.budget import flops, now_iso
 from engine.search.context import RunContext
 from engine.search.folder import LABELS, MODEL, SUMMARY, RunFolder, atomic_write_json, disk_errors
+from engine.search.status import Phase, RunStatus, TrialStatus
 from engine.search.trial import Trial
 
 FINAL_LR_FACTOR = 0.5         # fine-tune learning rate, relative to the search's
@@ -41,7 +42,7 @@ def finish(ctx: RunContext, best: Trial | None, records: list[dict], stopped_by_
     stopped = ctx.stop.is_set() or stopped_by_user
     if best is None:
         if stopped:
-            return _summarise(ctx, None, None, records, "stopped", fine_tuned=False, epochs=0)
+            return _summarise(ctx, None, None, records, RunStatus.STOPPED, fine_tuned=False, epochs=0)
         raise SproutError("no network finished training within the budget; give the search more time")
     with ctx.timings.timed("io_s"):
         arch = ctx.folder.load_architecture(best.id)
@@ -58,7 +59,8 @@ def finish(ctx: RunContext, best: Trial | None, records: list[dict], stopped_by_
         if n >= 1:
             arch, fine_tuned, epochs_done = _fine_tune(ctx, arch, n, hard_end - evaluate)
     stopped = stopped or ctx.stop.is_set()  # a stop during the fine-tune counts too
-    return _summarise(ctx, best, arch, records, "stopped" if stopped else "done", fine_tuned, epochs_done)
+    status = RunStatus.STOPPED if stopped else RunStatus.DONE
+    return _summarise(ctx, best, arch, records, status, fine_tuned, epochs_done)
 
 
 def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float) -> tuple[Architecture, bool, int]:
@@ -100,7 +102,7 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
         done.set()
         guard.join()
     ctx.timings.add("training_s", time.monotonic() - t)
-    if result.status in ("ok", "stopped") and result.epochs >= 1 and result.architecture.weights is not None:
+    if result.status in (TrialStatus.OK, TrialStatus.STOPPED) and result.epochs >= 1 and result.architecture.weights is not None:
         out = result.architecture
         out.id, out.parent_id, out.operations = arch.id, arch.parent_id, arch.operations
         return out, True, int(result.epochs)
@@ -108,7 +110,7 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
     return arch, False, 0
 
 
-def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, records: list[dict], status: str,
+def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, records: list[dict], status: RunStatus,
                fine_tuned: bool, epochs: int) -> dict:
     """Evaluate and save ``arch`` (when there is one), then write summary.json and the final state."""
     final, files = None, {"keras": None, "labels": None}
@@ -128,7 +130,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
     wall = ctx.elapsed()
     timings = {k: round(v, 3) for k, v in ctx.timings.t.items()}
     timings["other_s"] = round(max(0.0, wall - sum(ctx.timings.t.values())), 3)
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.get("status") == TrialStatus.OK]
     summary = {
         "format": "sprout-summary/1", "status": status, "searcher": ctx.config.searcher,
         "device": ctx.device, "budget_s": ctx.budget, "wall_s": round(wall, 3), "timings": timings,
@@ -142,7 +144,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
         "files": files, "config": ctx.config.to_dict(), "finished": now_iso(),
     }
     atomic_write_json(ctx.folder.root / SUMMARY, summary)
-    ctx.save_state(phase="done" if status == "done" else "stopped", in_flight=None)
+    ctx.save_state(phase=Phase.DONE if status == RunStatus.DONE else Phase.STOPPED, in_flight=None)
     ctx.emit("finished", summary=summary)
     return summary
 

@@ -47,6 +47,7 @@ from engine.search.context import Clock, Events, RunContext
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import RUN_FORMAT, RunFolder, read_json
 from engine.search.prepare import device_name, prepare_data, run_recipe
+from engine.search.status import Phase, TrialStatus
 from engine.search.trials import TrialRunner
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfi
             raise SproutError(f"{folder.root} does not hold a Sprout run that can be resumed")
         config = SearchConfig.from_dict(saved["config"])
         summary = folder.read_summary()
-        if saved.get("phase") in ("done", "stopped") and summary is not None:
+        if saved.get("phase") in (Phase.DONE, Phase.STOPPED) and summary is not None:
             channel.say("this run is already finished")
             channel.emit("finished", summary=summary)
             return summary
@@ -88,15 +89,15 @@ def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfi
         config.check()
         folder.check_new()  # created once the data has loaded
         state = {"format": RUN_FORMAT, "config": config.to_dict(), "created": now_iso(),
-                 "data_source": str(data_source), "phase": "starting", "limits": Limits().to_dict()}
+                 "data_source": str(data_source), "phase": Phase.STARTING, "limits": Limits().to_dict()}
     config.check()
     ctx, runner = _start(data_source, folder, config, state, clock, timings, channel, stop, saved)
     if not any(t.score is not None for t in runner.trials) and not stop.is_set():
         _seed_phase(ctx, runner)
     if any(t.score is not None for t in runner.trials) and not stop.is_set():
         _search_phase(ctx, runner)
-    ctx.save_state(phase="final", in_flight=None)
-    ctx.emit("phase", phase="final")
+    ctx.save_state(phase=Phase.FINAL, in_flight=None)
+    ctx.emit("phase", phase=Phase.FINAL)
     return finish(ctx, runner.best(), runner.records, stopped_by_user=runner.stopped_by_user)
 
 
@@ -181,8 +182,8 @@ def search_deadline(ctx: RunContext, runner: TrialRunner) -> float:
 
 # ----- phases ------------------------------------------------------------------------
 def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
-    ctx.save_state(phase="seed")
-    ctx.emit("phase", phase="seed")
+    ctx.save_state(phase=Phase.SEED)
+    ctx.emit("phase", phase=Phase.SEED)
     data = ctx.data
     n_classes = len(data.class_names)
     shape = (data.image_size, data.image_size, data.channels)
@@ -195,7 +196,7 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
         # The seed learns from scratch: give it up to 40% of the budget.
         deadline = min(ctx.elapsed() + 0.4 * ctx.budget, ctx.budget - reserve_s(ctx, runner))
         record = runner.train(arch, None, [], None, max_epochs(ctx, seed=True), deadline)
-        if record["status"] == "ok" or ctx.stop.is_set():
+        if record["status"] == TrialStatus.OK or ctx.stop.is_set():
             return
         if record.get("out_of_memory"):
             filters = tuple(max(8, f // 2) for f in filters)
@@ -203,15 +204,15 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
         break
     if not any(t.score is not None for t in runner.trials) and not ctx.stop.is_set():
         last = runner.records[-1] if runner.records else {}
-        if last.get("status") == "stopped":
+        if last.get("status") == TrialStatus.STOPPED:
             raise SproutError(f"the time budget of {ctx.budget:g} s ran out before the first network finished "
                               f"an epoch; give the search more time")
         raise SproutError(f"the first network could not be trained: {last.get('error') or 'unknown error'}")
 
 
 def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
-    ctx.save_state(phase="search")
-    ctx.emit("phase", phase="search")
+    ctx.save_state(phase=Phase.SEARCH)
+    ctx.emit("phase", phase=Phase.SEARCH)
     searcher, cost = runner.searcher, ctx.cost
     while not ctx.stop.is_set():
         if ctx.config.max_trials is not None and len(runner.records) >= ctx.config.max_trials:
@@ -260,7 +261,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
         else:
             n = max_epochs(ctx)
         record = runner.train(arch, proposal.ancestor_id, ops, proposal, n, deadline)
-        runner.failures = 0 if record["status"] == "ok" else runner.failures + 1
+        runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
         if runner.failures >= MAX_CONSECUTIVE_FAILURES:
             ctx.say(f"search ended early: {runner.failures} trials in a row failed")
             break

@@ -24,6 +24,7 @@ from engine.nas.architecture import Architecture
 from engine.search.budget import flops
 from engine.search.context import RunContext
 from engine.search.folder import append_jsonl
+from engine.search.status import TrialStatus
 from engine.search.trial import Trial
 
 log = logging.getLogger("engine.search.loop")
@@ -56,7 +57,7 @@ class TrialRunner:
         trial, the best stopped trial that has weights (a search stopped in its first trial)."""
         scored = [t for t in self.trials if t.score is not None]
         if not scored and allow_stopped:
-            scored = [t for t in self.trials if t.record.get("status") == "stopped"
+            scored = [t for t in self.trials if t.record.get("status") == TrialStatus.STOPPED
                       and t.record.get("val_accuracy") is not None
                       and (self.ctx.folder.trial_dir(t.id) / "weights.npz").exists()]
             if scored:
@@ -66,14 +67,14 @@ class TrialRunner:
     def add(self, record: dict, arch: Architecture | None, restored: bool = False) -> None:
         """Take a committed trial into the history, the searcher and the cost model."""
         self.records.append(record)
-        score = record.get("val_accuracy") if record.get("status") == "ok" else None
+        score = record.get("val_accuracy") if record.get("status") == TrialStatus.OK else None
         if arch is not None:
             arch = arch.copy(with_weights=False)
             arch.id = record["id"]
             trial = Trial(record["id"], arch, score, record)
             self.trials.append(trial)
             self.searcher.observe(trial)
-            if record.get("status") in ("ok", "stopped") and record.get("epoch_seconds"):
+            if record.get("status") in (TrialStatus.OK, TrialStatus.STOPPED) and record.get("epoch_seconds"):
                 self.ctx.cost.observe(flops(arch), record["epoch_seconds"],
                                       record.get("trial_seconds", record["seconds"]))
         self.ctx.emit("trial_finished", trial={**record, "architecture": arch.to_dict() if arch else None},
@@ -130,7 +131,7 @@ class TrialRunner:
         trial_id = str(self.next_id)
         self.next_id += 1
         now = round(ctx.elapsed(), 3)
-        record = self._record(trial_id, arch, parent_id, operations, proposal, status="failed", error=error,
+        record = self._record(trial_id, arch, parent_id, operations, proposal, status=TrialStatus.FAILED, error=error,
                               val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now)
         self._commit(record, arch.copy(with_weights=False) if arch is not None else None)
         self.failures += 1
@@ -226,19 +227,19 @@ class TrialRunner:
         ctx.timings.add("training_s", train_s)
         epoch_seconds = [round(b - a, 4) for a, b in zip(marks[:-1], marks[1:])]
 
-        status, error = result.status, result.error
+        status, error = TrialStatus(result.status), result.error
         score = result.score
-        if status == "stopped" and not ctx.stop.is_set() and deadline_hit.is_set():
+        if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit.is_set():
             if result.epochs >= 1 and score is not None:
-                status = "ok"  # cut short by the time budget after whole epochs: a shorter trial, not a broken one
+                status = TrialStatus.OK  # cut short by the time budget after whole epochs: a shorter trial, not a broken one
             else:
                 error = "the time budget ran out before the first epoch ended"
-        elif status == "stopped" and ctx.stop.is_set():
+        elif status == TrialStatus.STOPPED and ctx.stop.is_set():
             self.stopped_by_user = True
-        if status == "ok" and (score is None or not math.isfinite(float(score))):
-            status, error = "failed", error or "no validation accuracy was measured"
-        trained = result.architecture if status in ("ok", "stopped") else arch.copy(with_weights=False)
-        if status == "stopped" and (result.epochs < 1 or score is None):
+        if status == TrialStatus.OK and (score is None or not math.isfinite(float(score))):
+            status, error = TrialStatus.FAILED, error or "no validation accuracy was measured"
+        trained = result.architecture if status in (TrialStatus.OK, TrialStatus.STOPPED) else arch.copy(with_weights=False)
+        if status == TrialStatus.STOPPED and (result.epochs < 1 or score is None):
             trained = arch.copy(with_weights=False)
         record = self._record(trial_id, trained, parent_id, operations, proposal, status=status, error=error,
                               out_of_memory=bool(getattr(result, "out_of_memory", False)),
@@ -266,9 +267,9 @@ class TrialRunner:
     def _progress_line(self, record: dict) -> str:
         best = self.best(allow_stopped=False)
         head = f"trial {record['id']}  {record['description']}"
-        if record["status"] == "ok":
+        if record["status"] == TrialStatus.OK:
             tail = f"val {record['val_accuracy']:.3f}" + (f"  (best {best.score:.3f})" if best else "")
-        elif record["status"] == "stopped":
+        elif record["status"] == TrialStatus.STOPPED:
             tail = "stopped"
         else:
             tail = f"failed: {record['error']}"
