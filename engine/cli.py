@@ -132,22 +132,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from engine.data import ingest as data
-    from engine.search.loop import read_labels
+    from engine.files import LABELS, read_labels
 
     model_path = Path(args.model)
     if not model_path.is_file():
         raise SproutError(f"there is no model file at {model_path}")
-    labels = read_labels(model_path.parent / "labels.json")
+    labels = read_labels(model_path.parent) if (model_path.parent / LABELS).exists() else None
     with _QuietStderr():
         from engine.training import trainer
+        from engine.training.export import load_model
 
-        try:
-            from engine.training.export import load_model
-        except ImportError:  # pragma: no cover - until engine.training.export exists
-            import keras
-
-            def load_model(path):
-                return keras.models.load_model(path, safe_mode=True)
         try:
             model = load_model(model_path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -157,7 +151,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SproutError(f"{model_path} does not take square images with 1 or 3 channels (input {shape})")
     n_out = int(model.outputs[0].shape[-1])
     ds = data.load(args.data, image_size=int(shape[1]), channels=int(shape[3]))
-    names = list(labels["labels"]) if labels else list(ds.class_names)
+    names = labels if labels else list(ds.class_names)
     if len(names) != n_out:
         raise SproutError(f"the model has {n_out} outputs but labels.json names {len(names)} classes")
     unknown = [c for c in ds.class_names if c not in names]
@@ -175,8 +169,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.search.folder import is_run_folder
-    from engine.search.loop import read_labels
+    from engine.search.folder import RunFolder, is_run_folder
 
     run = Path(args.run_dir)
     if not is_run_folder(run):
@@ -184,13 +177,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model_path = run / "best_model.keras"
     if not model_path.is_file():
         raise SproutError(f"{run} has no best_model.keras yet: the run has not finished")
-    labels = read_labels(run / "labels.json")
-    if labels is None:
-        raise SproutError(f"{run} has no readable labels.json")
+    labels = RunFolder(run).read_labels()
     with _QuietStderr():
         from engine.training.export import export
 
-        out = export(model_path, args.format, Path(args.out), list(labels["labels"]))
+        out = export(model_path, args.format, Path(args.out), labels)
     print(out)
     return 0
 

@@ -12,11 +12,11 @@ import json
 import math
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from engine import files
 from engine.search import folder as runio
 from engine.nas.architecture import Architecture, init_weights, seed_architecture
 from engine.errors import SproutError
@@ -62,7 +62,7 @@ def test_real_search_writes_every_file(real_run):
     proposed = [r for r in records[1:] if r["status"] == "ok"]
     assert all(r["parent_id"] is not None and r["operations"] for r in proposed)
     assert all(r["prediction"]["mean"] is not None for r in proposed), "bayesian proposals carry a prediction"
-    assert summary["status"] == "done" and json.loads((out / "summary.json").read_text()) == json.loads(runio.to_json(summary))
+    assert summary["status"] == "done" and json.loads((out / "summary.json").read_text()) == json.loads(files.to_json(summary))
 
 
 def test_real_search_model_loads_with_plain_keras(real_run):
@@ -237,7 +237,7 @@ def test_fake_search_resume_after_a_crash(tmp_path, fake_trainer):
     state = json.loads((out / "state.json").read_text())
     state.update(phase="search", in_flight={"trial_id": "3", "parent_id": "0"}, budget_used_s=20.0)
     state["config"]["max_trials"] = 5
-    runio.atomic_write_json(out / "state.json", state)
+    files.atomic_write_json(out / "state.json", state)
 
     events: list[dict] = []
     summary = run_search("sample", out, _config(max_trials=99), events=events.append, resume=True)
@@ -308,8 +308,8 @@ def test_read_jsonl_ignores_a_torn_last_line(tmp_path):
 
 def test_atomic_write_leaves_old_or_new(tmp_path):
     path = tmp_path / "state.json"
-    runio.atomic_write_json(path, {"a": 1})
-    runio.atomic_write_json(path, {"a": np.float32(2.5), "b": np.arange(3)})
+    files.atomic_write_json(path, {"a": 1})
+    files.atomic_write_json(path, {"a": np.float32(2.5), "b": np.arange(3)})
     assert json.loads(path.read_text()) == {"a": 2.5, "b": [0, 1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 

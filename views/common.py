@@ -298,13 +298,12 @@ def run_model(snap: dict):
     return _model(path, Path(path).stat().st_mtime)
 
 
-def run_labels(snap: dict) -> dict:
-    """The final model's classes (labels.json, in output order) with the run's image size and channels:
-    ``{"labels", "image_size", "channels"}``."""
-    from engine.search.loop import read_labels
+def model_labels(snap: dict) -> list[str]:
+    """The final model's class names in output order (the run's labels.json); the run's
+    class names when that file cannot be read."""
+    from engine.search.folder import RunFolder
 
-    path = (snap.get("files") or {}).get("labels")
-    found = (read_labels(path) if path else None) or {}
-    return {"labels": found.get("labels") or list(snap.get("class_names") or []),
-            "image_size": found.get("image_size") or snap.get("image_size"),
-            "channels": found.get("channels") or snap.get("channels")}
+    try:
+        return RunFolder(run_dir(snap)).read_labels()
+    except SproutError:
+        return list(snap.get("class_names") or [])

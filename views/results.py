@@ -8,7 +8,7 @@ import streamlit as st
 from engine import figures
 from engine.search.status import RunStatus
 from views.common import (
-    empty_state, is_active, page_button, run_dir, run_images, run_labels, run_picker, status_words, to_display,
+    empty_state, is_active, model_labels, page_button, run_dir, run_images, run_picker, status_words, to_display,
 )
 
 CHART_CONFIG = {"displayModeBar": False}
@@ -101,7 +101,7 @@ if not keras_path or not Path(keras_path).exists():
     st.caption("The downloads appear when the search has finished and saved its best network.")
     st.stop()
 
-labels = run_labels(snap)
+labels = model_labels(snap)
 out_dir = run_dir(snap) / "exports"
 
 
@@ -111,7 +111,7 @@ def _export(fmt: str) -> bytes:
 
     target = out_dir / {"savedmodel": "sprout_saved_model.zip", "tflite": "sprout_model.tflite"}[fmt]
     if not target.exists():
-        export(keras_path, fmt, target, labels["labels"])
+        export(keras_path, fmt, target, labels)
     return target.read_bytes()
 
 
@@ -125,11 +125,11 @@ d2.download_button("SavedModel (.zip)", data=lambda: _export("savedmodel"), file
 d3.download_button("TFLite (.tflite)", data=lambda: _export("tflite"), file_name="sprout_model.tflite",
                    mime="application/octet-stream", on_click="ignore", icon=":material/download:", key="dl_tflite",
                    help="TensorFlow Lite: for phones and small devices.")
-d4.download_button("Class names (.json)", data=json.dumps(labels["labels"], indent=1, ensure_ascii=False),
+d4.download_button("Class names (.json)", data=json.dumps(labels, indent=1, ensure_ascii=False),
                    file_name="labels.json", mime="application/json", on_click="ignore", icon=":material/download:",
                    key="dl_labels", help="The class names in the order of the model's outputs.")
 
-size, channels = labels["image_size"], labels["channels"]
+size, channels = snap.get("image_size"), snap.get("channels")  # dataset.json's, as the snapshot holds them
 mode = "L" if channels == 1 else "RGB"
 st.markdown("**Use it in Python**")
 st.code(f'''import json

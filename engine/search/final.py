@@ -10,7 +10,6 @@ a stop, so a stopped search keeps its best network as trained.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -20,7 +19,6 @@ from engine.errors import SproutError
 from engine.nas.architecture import Architecture
 from engine.search.budget import flops, now_iso
 from engine.search.context import RunContext
-from engine.search.folder import LABELS, MODEL, SUMMARY, RunFolder, atomic_write_json, disk_errors
 from engine.search.status import Phase, RunStatus, TrialStatus
 from engine.search.trial import Trial
 
@@ -123,7 +121,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
         with ctx.timings.timed("evaluation_s"):
             final = _evaluate(ctx, model)
         with ctx.timings.timed("io_s"):
-            files = save_model(ctx.folder, model, data.class_names)
+            files = ctx.folder.save_model(model, data.class_names)
         ctx.say(f"test accuracy {final['test_accuracy']:.3f} on {final['n']} images "
                 f"(trial {best.id}{', fine-tuned' if fine_tuned else ''}); model saved to {files['keras']}")
         ctx.emit("final", final=final, files=files)
@@ -143,7 +141,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
         "class_names": data.class_names, "image_size": data.image_size, "channels": data.channels,
         "files": files, "config": ctx.config.to_dict(), "finished": now_iso(),
     }
-    atomic_write_json(ctx.folder.root / SUMMARY, summary)
+    ctx.folder.write_summary(summary)
     ctx.save_state(phase=Phase.DONE if status == RunStatus.DONE else Phase.STOPPED, in_flight=None)
     ctx.emit("finished", summary=summary)
     return summary
@@ -163,19 +161,3 @@ def _evaluate(ctx: RunContext, model) -> dict:
     return {"test_accuracy": float(result["accuracy"]), "n": int(result.get("n", len(data.y_test))),
             "per_class": result.get("per_class"), "confusion": result.get("confusion"),
             "misclassified": misclassified}
-
-
-def save_model(folder: RunFolder, model, class_names: list[str]) -> dict:
-    """Write best_model.keras and labels.json into the run folder; their absolute paths."""
-    root = folder.root
-    tmp = root / ".best_model.tmp.keras"
-    try:
-        with disk_errors(root / MODEL):  # a full disk: one plain line, the previous model kept
-            model.save(tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, root / MODEL)
-    finally:
-        tmp.unlink(missing_ok=True)
-    atomic_write_json(root / LABELS, list(class_names))  # engine.training.export's format: labels[i] is output i
-    return {"keras": str((root / MODEL).resolve()), "labels": str((root / LABELS).resolve())}

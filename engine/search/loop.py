@@ -45,7 +45,7 @@ from engine.search.budget import CostModel, Timings, flops, now_iso
 from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.final import FINAL_SHARE, final_epochs, finish
-from engine.search.folder import RUN_FORMAT, RunFolder, read_json
+from engine.search.folder import RUN_FORMAT, RunFolder
 from engine.search.prepare import device_name, prepare_data, run_recipe
 from engine.search.status import Phase, TrialStatus
 from engine.search.trials import TrialRunner
@@ -265,16 +265,3 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
         if runner.failures >= MAX_CONSECUTIVE_FAILURES:
             ctx.say(f"search ended early: {runner.failures} trials in a row failed")
             break
-
-
-def read_labels(path: str | os.PathLike) -> dict | None:
-    """labels.json (a JSON list of class names, output order) as {"labels": [...]}, or None."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    value = read_json(path)
-    if isinstance(value, list):
-        return {"labels": [str(v) for v in value]}
-    if isinstance(value, dict) and isinstance(value.get("labels"), list):
-        return value
-    return None
