@@ -2,15 +2,30 @@
 
 Each command lives in a small function here that calls the library; errors the user can
 fix (:class:`engine.errors.SproutError`) print one line on stderr and exit with status 2.
+The engine names settings by their field names (``max_epochs``); :func:`flag_words` turns
+those into this command line's flags (``--max-epochs``) in the line printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from engine.errors import SproutError
+
+#: field names in the engine's error messages -> the flags that set them on this command line
+FLAGS = {"budget_s": "--budget", "max_epochs": "--max-epochs", "max_trials": "--max-trials",
+         "image_size": "--image-size", "out_dir": "--out", "resume=True": "--resume"}
+
+
+def flag_words(message: str) -> str:
+    """``message`` with every field name of :data:`FLAGS` (as a whole word) replaced by its flag."""
+    for field, flag in FLAGS.items():
+        # not inside a longer name or a path (a run folder may be called out_dir)
+        message = re.sub(rf"(?<![\w./-]){re.escape(field)}(?![\w/])", flag, message)
+    return message
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -248,5 +263,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SproutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {flag_words(str(exc))}", file=sys.stderr)
         return 2

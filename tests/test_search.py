@@ -277,8 +277,9 @@ def test_fake_search_stop_saves_the_best_model(tmp_path, monkeypatch):
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, fake_trainer):
     run_search("sample", tmp_path / "run", _config(max_trials=1))
-    with pytest.raises(SproutError, match="already holds a search run"):
+    with pytest.raises(SproutError, match="already holds a search run") as caught:
         run_search("sample", tmp_path / "run", _config(max_trials=1))
+    assert "--" not in str(caught.value), "engine errors do not name CLI flags"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SproutError, match="not empty"):
@@ -292,6 +293,11 @@ def test_bad_data_and_bad_config_raise_sprout_error(tmp_path):
         run_search("sample", tmp_path / "run2", _config(budget_s=-1))
     with pytest.raises(SproutError, match="searcher"):
         run_search("sample", tmp_path / "run3", _config(searcher="genetic"))
+    # engine errors name fields, never the CLI's flags (engine.cli translates them)
+    with pytest.raises(SproutError, match=r"^max_epochs must be at least 1; received 0$"):
+        run_search("sample", tmp_path / "run4", _config(max_epochs=0))
+    with pytest.raises(SproutError, match=r"^image_size must be between 8 and 512 pixels; received 600$"):
+        run_search("sample", tmp_path / "run5", _config(image_size=600))
 
 
 # ----------------------------------------------------------------------- persistence

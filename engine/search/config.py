@@ -32,15 +32,16 @@ class SearchConfig:
         return SearchConfig(**{k: v for k, v in d.items() if k in names})
 
     def check(self) -> None:
-        """Raise SproutError naming the first field that is out of range."""
+        """Raise SproutError naming the first field that is out of range (by its field name:
+        the CLI translates field names into its flags, the app never shows flags)."""
         if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
-            raise SproutError(f"the time budget must be a positive number of seconds; received {self.budget_s!r}")
+            raise SproutError(f"budget_s (the time budget) must be a positive number of seconds; received {self.budget_s!r}")
         if self.searcher not in SEARCHERS:
             raise SproutError(f"unknown searcher {self.searcher!r}; expected bayesian, random or bfs")
         if self.max_epochs is not None and self.max_epochs < 1:
-            raise SproutError(f"--max-epochs must be at least 1; received {self.max_epochs}")
+            raise SproutError(f"max_epochs must be at least 1; received {self.max_epochs}")
         if self.image_size is not None and not 8 <= self.image_size <= 512:
-            raise SproutError(f"--image-size must be between 8 and 512 pixels; received {self.image_size}")
+            raise SproutError(f"image_size must be between 8 and 512 pixels; received {self.image_size}")
         if self.max_trials is not None and self.max_trials < 1:
             raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
         if self.recipe:
