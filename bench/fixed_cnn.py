@@ -32,7 +32,7 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     from engine.data import ingest as data
     from engine.nas.architecture import init_weights, seed_architecture
     from engine.training.model import build_model
-    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
+    from engine.search.prepare import TEST_FRACTION, VAL_FRACTION
     from engine.training.batches import Batches
     from engine.training.evaluation import evaluate
 

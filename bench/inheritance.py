@@ -78,7 +78,7 @@ def log(message: str) -> None:
 # ----- data -------------------------------------------------------------------------------
 def load_split(data: str | None, seed: int) -> dict:
     """``{"name", "x_train", "y_train", "x_val", "y_val", "class_names"}`` split like a search."""
-    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
+    from engine.search.prepare import TEST_FRACTION, VAL_FRACTION
 
     if data is None and DEFAULT_DATA.is_dir():
         data = str(DEFAULT_DATA)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(kinds) - set(LABELS)
     if unknown:
         p.error(f"unknown kinds {sorted(unknown)}; expected some of {', '.join(LABELS)}")
-    from engine.search.loop import TEST_FRACTION, VAL_FRACTION
+    from engine.search.prepare import TEST_FRACTION, VAL_FRACTION
     # Everything the run needs, imported now: a module imported hours later could come from
     # a newer working tree than the ones already loaded.
     for module in ("engine.nas.architecture", "engine.nas.morphism", "engine.nas.surgery", "engine.training.trainer"):

@@ -2,15 +2,30 @@
 
 Each command lives in a small function here that calls the library; errors the user can
 fix (:class:`engine.errors.SproutError`) print one line on stderr and exit with status 2.
+The engine names settings by their field names (``max_epochs``); :func:`flag_words` turns
+those into this command line's flags (``--max-epochs``) in the line printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from engine.errors import SproutError
+
+#: field names in the engine's error messages -> the flags that set them on this command line
+FLAGS = {"budget_s": "--budget", "max_epochs": "--max-epochs", "max_trials": "--max-trials",
+         "image_size": "--image-size", "out_dir": "--out", "resume=True": "--resume"}
+
+
+def flag_words(message: str) -> str:
+    """``message`` with every field name of :data:`FLAGS` (as a whole word) replaced by its flag."""
+    for field, flag in FLAGS.items():
+        # not inside a longer name or a path (a run folder may be called out_dir)
+        message = re.sub(rf"(?<![\w./-]){re.escape(field)}(?![\w/])", flag, message)
+    return message
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -132,22 +147,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from engine.data import ingest as data
-    from engine.search.loop import read_labels
+    from engine.files import LABELS, read_labels
 
     model_path = Path(args.model)
     if not model_path.is_file():
         raise SproutError(f"there is no model file at {model_path}")
-    labels = read_labels(model_path.parent / "labels.json")
+    labels = read_labels(model_path.parent) if (model_path.parent / LABELS).exists() else None
     with _QuietStderr():
         from engine.training.evaluation import evaluate
+        from engine.training.export import load_model
 
-        try:
-            from engine.training.export import load_model
-        except ImportError:  # pragma: no cover - until engine.training.export exists
-            import keras
-
-            def load_model(path):
-                return keras.models.load_model(path, safe_mode=True)
         try:
             model = load_model(model_path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -157,7 +166,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise SproutError(f"{model_path} does not take square images with 1 or 3 channels (input {shape})")
     n_out = int(model.outputs[0].shape[-1])
     ds = data.load(args.data, image_size=int(shape[1]), channels=int(shape[3]))
-    names = list(labels["labels"]) if labels else list(ds.class_names)
+    names = labels if labels else list(ds.class_names)
     if len(names) != n_out:
         raise SproutError(f"the model has {n_out} outputs but labels.json names {len(names)} classes")
     unknown = [c for c in ds.class_names if c not in names]
@@ -175,8 +184,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.search.folder import is_run_folder
-    from engine.search.loop import read_labels
+    from engine.search.folder import RunFolder, is_run_folder
 
     run = Path(args.run_dir)
     if not is_run_folder(run):
@@ -184,13 +192,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model_path = run / "best_model.keras"
     if not model_path.is_file():
         raise SproutError(f"{run} has no best_model.keras yet: the run has not finished")
-    labels = read_labels(run / "labels.json")
-    if labels is None:
-        raise SproutError(f"{run} has no readable labels.json")
+    labels = RunFolder(run).read_labels()
     with _QuietStderr():
         from engine.training.export import export
 
-        out = export(model_path, args.format, Path(args.out), list(labels["labels"]))
+        out = export(model_path, args.format, Path(args.out), labels)
     print(out)
     return 0
 
@@ -288,5 +294,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except SproutError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {flag_words(str(exc))}", file=sys.stderr)
         return 2

@@ -86,7 +86,6 @@ def test_evaluate_prints_json(finished_run):
 
 
 def test_export_keras(finished_run, tmp_path):
-    pytest.importorskip("engine.training.export")
     home, out, _, _ = finished_run
     target = tmp_path / "exported.keras"
     result = _engine(home, "export", out, "--format", "keras", "--out", target, timeout=120)
@@ -162,3 +161,16 @@ def test_errors_are_one_line_and_exit_2(tmp_path, images_dir):
     _one_line_error(_engine(home, "evaluate", tmp_path / "nothing.keras", "sample"))
     (tmp_path / "junk.keras").write_bytes(b"not a model")
     _one_line_error(_engine(home, "evaluate", tmp_path / "junk.keras", "sample"))
+
+
+def test_engine_field_names_become_flags_in_the_printed_error(tmp_path, capsys):
+    """The engine says max_epochs / image_size / resume=True / out_dir; the command line prints its flags."""
+    from engine.cli import flag_words, main
+
+    assert main(["search", "sample", "--out", str(tmp_path / "run"), "--budget", "10", "--image-size", "4"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == "error: --image-size must be between 8 and 512 pixels; received 4"
+    assert flag_words("max_epochs must be at least 1; received 0") == "--max-epochs must be at least 1; received 0"
+    assert (flag_words("/runs/out_dir already holds a search run; resume it (resume=True) or choose another out_dir folder.")
+            == "/runs/out_dir already holds a search run; resume it (--resume) or choose another --out folder.")
+    assert flag_words("seed_epochs and image_sizes stay") == "seed_epochs and image_sizes stay"

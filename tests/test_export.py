@@ -17,6 +17,7 @@ from engine.training import export as ex  # noqa: E402
 from engine.nas.architecture import seed_architecture
 from engine.training.model import build_model  # noqa: E402
 from engine.errors import SproutError  # noqa: E402
+from engine.files import read_labels, write_labels  # noqa: E402
 from engine.training.evaluation import predict  # noqa: E402
 from engine.training.trainer import TrainConfig, train  # noqa: E402
 from tests.digits import digits_8px  # noqa: E402
@@ -49,7 +50,7 @@ def test_keras_export_loads_safely_and_predicts_the_same(trained, tmp_path):
     path = ex.export(model, "keras", tmp_path / "out", LABELS)
     assert path == tmp_path / "out" / "model.keras" and path.is_file()
     assert json.loads((path.parent / "labels.json").read_text()) == LABELS
-    assert ex.read_labels(path.parent) == LABELS
+    assert read_labels(path.parent) == LABELS
     loaded = ex.load_model(path)  # safe_mode=True, no custom objects
     assert loaded.inputs[0].dtype == "uint8"
     _assert_same_predictions(expected, predict(loaded, images))
@@ -74,7 +75,7 @@ def test_savedmodel_export_is_a_zip_that_predicts_the_same(trained, tmp_path):
     assert path == tmp_path / "model.zip"
     with zipfile.ZipFile(path) as zf:
         assert "model/saved_model.pb" in zf.namelist()
-    assert ex.read_labels(tmp_path) == LABELS
+    assert read_labels(tmp_path) == LABELS
     _assert_same_predictions(expected, ex.run_savedmodel(path, images))
 
 
@@ -87,6 +88,20 @@ def test_tflite_export_takes_uint8_and_predicts_the_same(trained, tmp_path):
     assert interpreter.get_input_details()[0]["dtype"] == np.uint8
     _assert_same_predictions(expected, ex.run_exported(path, images))
     _assert_same_predictions(expected[:1], ex.run_tflite(path, images[:1]))  # a batch of one works too
+
+
+def test_labels_json_is_a_list_of_names_and_a_bad_one_is_a_plain_error(tmp_path):
+    path = write_labels(tmp_path, LABELS)
+    assert path == tmp_path / "labels.json" and json.loads(path.read_text()) == LABELS
+    assert read_labels(tmp_path) == LABELS
+    with pytest.raises(SproutError, match="no such file"):
+        read_labels(tmp_path / "elsewhere")
+    path.write_text('{"labels": ["a", "b"]}')
+    with pytest.raises(SproutError, match="JSON list of class names; received dict"):
+        read_labels(tmp_path)
+    path.write_text('["a", ')
+    with pytest.raises(SproutError, match="cannot be read"):
+        read_labels(tmp_path)
 
 
 def test_bad_requests_are_plain_errors(trained, tmp_path):

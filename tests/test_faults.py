@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import files
 from engine.search import folder as runio
 from engine.errors import DiskFullError, SproutError
 from engine.search.loop import SearchConfig, run_search
@@ -93,7 +94,7 @@ class DiskFills:
 @pytest.mark.parametrize("which", ["state.json", "trials.jsonl"])
 def test_disk_full_while_saving_keeps_the_run_readable_and_resumable(tmp_path, monkeypatch, which):
     out = tmp_path / "run"
-    fault = DiskFills(out, names={".state.json.tmp"} if which == "state.json" else {"trials.jsonl"})
+    fault = DiskFills(out, names={".state.tmp.json"} if which == "state.json" else {"trials.jsonl"})
     monkeypatch.setattr(os, "write", fault)
 
     def on_event(event):
@@ -120,7 +121,7 @@ def test_disk_full_while_saving_keeps_the_run_readable_and_resumable(tmp_path, m
     before = _strict_lines(out / "trials.jsonl")
     assert [r["id"] for r in before] == ["0"] and before[0]["status"] == "ok"
     assert 0.0 <= before[0]["val_accuracy"] <= 1.0
-    assert not list(out.glob(".*.tmp")), "a temp file was left behind"
+    assert not list(out.glob(".*.tmp*")), "a temp file was left behind"
     assert not (out / "summary.json").exists()
 
     # Space is back: the run resumes, keeps trial 0 and finishes.
@@ -135,13 +136,13 @@ def test_disk_full_while_saving_keeps_the_run_readable_and_resumable(tmp_path, m
 def test_disk_full_error_cleans_up_and_keeps_the_old_file(tmp_path, monkeypatch):
     """The helpers themselves: a full disk leaves the previous file, no temp file, no torn line."""
     state, trials = tmp_path / "state.json", tmp_path / "trials.jsonl"
-    runio.atomic_write_json(state, {"version": 1})
+    files.atomic_write_json(state, {"version": 1})
     runio.append_jsonl(trials, {"id": "0"})
     fault = DiskFills(tmp_path)
     fault.armed = True
     monkeypatch.setattr(os, "write", fault)
     with pytest.raises(DiskFullError, match=r"disk is full .* while writing state\.json"):
-        runio.atomic_write_json(state, {"version": 2, "padding": "x" * 10_000})
+        files.atomic_write_json(state, {"version": 2, "padding": "x" * 10_000})
     with pytest.raises(DiskFullError, match=r"while writing trials\.jsonl"):
         runio.append_jsonl(trials, {"id": "1", "padding": "y" * 10_000})
     fault.armed = False
@@ -150,7 +151,7 @@ def test_disk_full_error_cleans_up_and_keeps_the_old_file(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json", "trials.jsonl"]
     # other errors stay what they are
     with pytest.raises(FileNotFoundError):
-        runio.atomic_write_json(tmp_path / "missing" / "x.json", {})
+        files.atomic_write_json(tmp_path / "missing" / "x.json", {})
 
 
 def test_disk_full_while_saving_a_trials_weights(tmp_path, monkeypatch):
@@ -185,17 +186,12 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
     from engine.nas.architecture import init_weights, seed_architecture
 
     from engine.training.model import build_model
-    from engine.search.final import FinalPhase
-
-    class Saver(FinalPhase):  # only what _save_model reads
-        def __init__(self, root):
-            self.folder, self.class_names = runio.RunFolder(root), [str(d) for d in range(10)]
 
     root = tmp_path / "run"
     root.mkdir()
-    saver = Saver(root)
+    folder, names = runio.RunFolder(root), [str(d) for d in range(10)]
     model = build_model(init_weights(seed_architecture((8, 8, 1), 10), seed=0))
-    saver._save_model(model)
+    folder.save_model(model, names)
     before = (root / "best_model.keras").read_bytes()
 
     class FullDisk(keras.Model):
@@ -204,7 +200,7 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(DiskFullError, match="while writing best_model.keras"):
-        saver._save_model(FullDisk())
+        folder.save_model(FullDisk(), names)
     assert (root / "best_model.keras").read_bytes() == before
     assert sorted(p.name for p in root.iterdir()) == ["best_model.keras", "labels.json"]
 

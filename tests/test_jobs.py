@@ -163,7 +163,7 @@ def test_bad_requests_are_refused(tmp_path):
 
 def test_an_interrupted_run_on_disk_is_listed_and_can_be_resumed(tmp_path, monkeypatch):
     from engine.training import trainer
-    from engine.search.folder import atomic_write_json
+    from engine.files import atomic_write_json
     from engine.search.loop import run_search
     from tests.test_search import FakeTrainer
 

@@ -12,15 +12,16 @@ import json
 import math
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from engine import files
 from engine.search import folder as runio
 from engine.nas.architecture import Architecture, init_weights, seed_architecture
 from engine.errors import SproutError
-from engine.search.loop import CostModel, SearchConfig, flops, run_search
+from engine.search.budget import CostModel, flops
+from engine.search.loop import SearchConfig, run_search
 
 TRIAL_KEYS = {"id", "parent_id", "operations", "description", "summary", "n_params", "status", "error",
               "val_accuracy", "history", "epochs", "seconds", "started_s", "finished_s", "prediction"}
@@ -61,7 +62,7 @@ def test_real_search_writes_every_file(real_run):
     proposed = [r for r in records[1:] if r["status"] == "ok"]
     assert all(r["parent_id"] is not None and r["operations"] for r in proposed)
     assert all(r["prediction"]["mean"] is not None for r in proposed), "bayesian proposals carry a prediction"
-    assert summary["status"] == "done" and json.loads((out / "summary.json").read_text()) == json.loads(runio.to_json(summary))
+    assert summary["status"] == "done" and json.loads((out / "summary.json").read_text()) == json.loads(files.to_json(summary))
 
 
 def test_real_search_model_loads_with_plain_keras(real_run):
@@ -236,7 +237,7 @@ def test_fake_search_resume_after_a_crash(tmp_path, fake_trainer):
     state = json.loads((out / "state.json").read_text())
     state.update(phase="search", in_flight={"trial_id": "3", "parent_id": "0"}, budget_used_s=20.0)
     state["config"]["max_trials"] = 5
-    runio.atomic_write_json(out / "state.json", state)
+    files.atomic_write_json(out / "state.json", state)
 
     events: list[dict] = []
     summary = run_search("sample", out, _config(max_trials=99), events=events.append, resume=True)
@@ -276,8 +277,9 @@ def test_fake_search_stop_saves_the_best_model(tmp_path, monkeypatch):
 
 def test_existing_run_folder_is_not_overwritten(tmp_path, fake_trainer):
     run_search("sample", tmp_path / "run", _config(max_trials=1))
-    with pytest.raises(SproutError, match="already holds a search run"):
+    with pytest.raises(SproutError, match="already holds a search run") as caught:
         run_search("sample", tmp_path / "run", _config(max_trials=1))
+    assert "--" not in str(caught.value), "engine errors do not name CLI flags"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(SproutError, match="not empty"):
@@ -291,6 +293,11 @@ def test_bad_data_and_bad_config_raise_sprout_error(tmp_path):
         run_search("sample", tmp_path / "run2", _config(budget_s=-1))
     with pytest.raises(SproutError, match="searcher"):
         run_search("sample", tmp_path / "run3", _config(searcher="genetic"))
+    # engine errors name fields, never the CLI's flags (engine.cli translates them)
+    with pytest.raises(SproutError, match=r"^max_epochs must be at least 1; received 0$"):
+        run_search("sample", tmp_path / "run4", _config(max_epochs=0))
+    with pytest.raises(SproutError, match=r"^image_size must be between 8 and 512 pixels; received 600$"):
+        run_search("sample", tmp_path / "run5", _config(image_size=600))
 
 
 # ----------------------------------------------------------------------- persistence
@@ -307,8 +314,8 @@ def test_read_jsonl_ignores_a_torn_last_line(tmp_path):
 
 def test_atomic_write_leaves_old_or_new(tmp_path):
     path = tmp_path / "state.json"
-    runio.atomic_write_json(path, {"a": 1})
-    runio.atomic_write_json(path, {"a": np.float32(2.5), "b": np.arange(3)})
+    files.atomic_write_json(path, {"a": 1})
+    files.atomic_write_json(path, {"a": np.float32(2.5), "b": np.arange(3)})
     assert json.loads(path.read_text()) == {"a": 2.5, "b": [0, 1, 2]}
     assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
 

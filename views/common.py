@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine import paths
 from engine.errors import SproutError
+from engine.search.status import ACTIVE, RunStatus
 
 PAGES = {
     "data": "views/data.py",
@@ -30,7 +31,6 @@ PAGES = {
 STATE_KEYS = ("data", "run", "size")
 SAMPLE = "sample"
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
-ACTIVE = ("starting", "running", "finishing")
 
 
 # ----- shared, process-wide objects ---------------------------------------------------
@@ -186,12 +186,12 @@ def is_active(snap: dict | None) -> bool:
 
 
 STATUS_WORDS = {
-    "starting": ("Getting ready", ":material/hourglass_top:"),
-    "running": ("Searching", ":material/eco:"),
-    "finishing": ("Finishing: testing the best network", ":material/science:"),
-    "done": ("Finished", ":material/check_circle:"),
-    "stopped": ("Stopped", ":material/stop_circle:"),
-    "failed": ("Something went wrong", ":material/warning:"),
+    RunStatus.STARTING: ("Getting ready", ":material/hourglass_top:"),
+    RunStatus.RUNNING: ("Searching", ":material/eco:"),
+    RunStatus.FINISHING: ("Finishing: testing the best network", ":material/science:"),
+    RunStatus.DONE: ("Finished", ":material/check_circle:"),
+    RunStatus.STOPPED: ("Stopped", ":material/stop_circle:"),
+    RunStatus.FAILED: ("Something went wrong", ":material/warning:"),
 }
 
 
@@ -298,13 +298,12 @@ def run_model(snap: dict):
     return _model(path, Path(path).stat().st_mtime)
 
 
-def run_labels(snap: dict) -> dict:
-    """The final model's classes (labels.json, in output order) with the run's image size and channels:
-    ``{"labels", "image_size", "channels"}``."""
-    from engine.search.loop import read_labels
+def model_labels(snap: dict) -> list[str]:
+    """The final model's class names in output order (the run's labels.json); the run's
+    class names when that file cannot be read."""
+    from engine.search.folder import RunFolder
 
-    path = (snap.get("files") or {}).get("labels")
-    found = (read_labels(path) if path else None) or {}
-    return {"labels": found.get("labels") or list(snap.get("class_names") or []),
-            "image_size": found.get("image_size") or snap.get("image_size"),
-            "channels": found.get("channels") or snap.get("channels")}
+    try:
+        return RunFolder(run_dir(snap)).read_labels()
+    except SproutError:
+        return list(snap.get("class_names") or [])

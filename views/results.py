@@ -9,8 +9,9 @@ from engine.figures.network import network_dot
 from engine.figures.results import confusion_figure, per_class_figure
 from engine.figures.search import prediction_figure
 from engine.figures.style import trial_by_id
+from engine.search.status import RunStatus
 from views.common import (
-    empty_state, is_active, page_button, run_dir, run_images, run_labels, run_picker, status_words, to_display,
+    empty_state, is_active, model_labels, page_button, run_dir, run_images, run_picker, status_words, to_display,
 )
 
 CHART_CONFIG = {"displayModeBar": False}
@@ -28,7 +29,7 @@ if is_active(snap) and not final:
     st.info(f"{status_words(snap)} · the final results appear here when the search ends. The best network so far "
             "is shown below.", icon=":material/hourglass_top:")
     page_button("Watch the search", "search", key="to_search_live", primary=False)
-elif snap.get("status") == "failed":
+elif snap.get("status") == RunStatus.FAILED:
     st.error(snap.get("error") or "The search failed.", icon=":material/error:")
 
 best = snap.get("best") or {}
@@ -103,7 +104,7 @@ if not keras_path or not Path(keras_path).exists():
     st.caption("The downloads appear when the search has finished and saved its best network.")
     st.stop()
 
-labels = run_labels(snap)
+labels = model_labels(snap)
 out_dir = run_dir(snap) / "exports"
 
 
@@ -113,7 +114,7 @@ def _export(fmt: str) -> bytes:
 
     target = out_dir / {"savedmodel": "sprout_saved_model.zip", "tflite": "sprout_model.tflite"}[fmt]
     if not target.exists():
-        export(keras_path, fmt, target, labels["labels"])
+        export(keras_path, fmt, target, labels)
     return target.read_bytes()
 
 
@@ -127,11 +128,11 @@ d2.download_button("SavedModel (.zip)", data=lambda: _export("savedmodel"), file
 d3.download_button("TFLite (.tflite)", data=lambda: _export("tflite"), file_name="sprout_model.tflite",
                    mime="application/octet-stream", on_click="ignore", icon=":material/download:", key="dl_tflite",
                    help="TensorFlow Lite: for phones and small devices.")
-d4.download_button("Class names (.json)", data=json.dumps(labels["labels"], indent=1, ensure_ascii=False),
+d4.download_button("Class names (.json)", data=json.dumps(labels, indent=1, ensure_ascii=False),
                    file_name="labels.json", mime="application/json", on_click="ignore", icon=":material/download:",
                    key="dl_labels", help="The class names in the order of the model's outputs.")
 
-size, channels = labels["image_size"], labels["channels"]
+size, channels = snap.get("image_size"), snap.get("channels")  # dataset.json's, as the snapshot holds them
 mode = "L" if channels == 1 else "RGB"
 st.markdown("**Use it in Python**")
 st.code(f'''import json

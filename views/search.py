@@ -8,6 +8,7 @@ from engine.figures.search import curves_figure, distance_heatmap, mds_figure, p
 from engine.figures.style import fmt_duration, ok_trials, trial_by_id
 from engine.figures.tree import FINAL, selected_trial, tree_figure
 from engine.nas.operations import describe_all
+from engine.search.status import FINISHED, RunStatus
 from views.common import (
     chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry, run_picker,
     set_state, snapshot, source_of, status_words,
@@ -111,7 +112,7 @@ def status_row(snap: dict) -> None:
         if stop_col.button("Stop", icon=":material/stop:", key="stop", help="Stops now and keeps the best network so far"):
             registry().stop(snap["run_id"])
             st.toast("Stopping… the best network so far is being tested and saved.", icon=":material/stop_circle:")
-    if snap.get("status") == "failed" and snap.get("error"):
+    if snap.get("status") == RunStatus.FAILED and snap.get("error"):
         st.error(snap["error"], icon=":material/error:")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(f"Time used (budget {fmt_duration(budget)})", fmt_duration(elapsed))
@@ -254,7 +255,7 @@ def live() -> None:
     if snap.get("log"):
         with st.expander("Search log"):
             st.code("\n".join(snap["log"][-30:]), language=None)
-    if snap.get("status") in ("done", "stopped") and snap.get("final"):
+    if snap.get("status") in FINISHED and snap.get("final"):
         st.success(f"Done! The best network scores **{snap['final']['test_accuracy']:.1%}** on test images "
                    "it never saw during the search.", icon=":material/celebration:")
         page_button("See the results", "results", key="to_results", icon=":material/emoji_events:")

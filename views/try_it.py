@@ -5,7 +5,7 @@ import streamlit as st
 
 from engine.errors import SproutError
 from engine.figures.results import top_predictions_figure
-from views.common import empty_state, run_images, run_labels, run_model, run_picker, run_test_indices, to_display
+from views.common import empty_state, model_labels, run_images, run_model, run_picker, run_test_indices, to_display
 
 CHART_CONFIG = {"displayModeBar": False}
 
@@ -19,8 +19,8 @@ if model is None:
                 "Go to the search", "search", key="to_search_try")
     st.stop()
 
-labels = run_labels(snap)
-names, size, channels = labels["labels"], int(labels["image_size"]), int(labels["channels"])
+names = model_labels(snap)
+size, channels = int(snap["image_size"]), int(snap["channels"])  # dataset.json's, as the snapshot holds them
 st.caption(f"Network from run {snap['run_id']} · knows {len(names)} classes: {', '.join(map(str, names[:12]))}"
            + ("…" if len(names) > 12 else ""))
 

@@ -12,7 +12,8 @@ Layout (see docs/contracts.md)::
       best_model.keras      the final model (plain Keras, no custom objects)
       labels.json           the class names, in the order of best_model.keras' outputs (a JSON list)
 
-Whole files are replaced atomically (temp file, fsync, ``os.replace``). ``trials.jsonl``
+:class:`RunFolder` writes every one of these files: whole files are replaced atomically by
+:func:`engine.files.atomic_write` (temp file, fsync, ``os.replace``). ``trials.jsonl``
 lines are appended with flush + fsync; a torn last line (the process died mid-write) is
 ignored when reading. A trial's folder is written before its line, so every line names a
 complete folder; folders without a line are leftovers of the trial in flight and are
@@ -28,99 +29,23 @@ stays readable and the run can be resumed once there is space.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
+from engine.errors import SproutError
+from engine.files import (
+    LABELS, atomic_write, atomic_write_json, disk_errors, read_json, read_labels, to_json, write_all, write_labels,
+)
 from engine.nas.architecture import Architecture
-from engine.errors import DiskFullError, SproutError, is_disk_full
 
 TRIALS = "trials.jsonl"
 STATE = "state.json"
 DATASET = "dataset.json"
 SUMMARY = "summary.json"
 MODEL = "best_model.keras"
-LABELS = "labels.json"
 RUN_FORMAT = "sprout-run/1"
-
-
-def _clean(value: Any) -> Any:
-    """``value`` with NumPy scalars/arrays turned into plain Python and NaN/inf into None,
-    so that the JSON written is strict (browsers' JSON.parse rejects NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return _clean(value.tolist())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (bool, int, str)) or value is None:
-        return value
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
-
-
-def to_json(value: Any, indent: int | None = 1) -> str:
-    return json.dumps(_clean(value), indent=indent, ensure_ascii=False, allow_nan=False)
-
-
-def disk_full_error(path: Path) -> DiskFullError:
-    """The plain-language error for a write to ``path`` that found the disk full."""
-    path = Path(path)
-    return DiskFullError(f"the disk is full (no space left on device) while writing {path.name} in {path.parent}; "
-                         "free some space, then resume the run")
-
-
-@contextmanager
-def disk_errors(path: Path):
-    """Turn a disk-full OSError raised inside the block into :class:`DiskFullError`."""
-    try:
-        yield
-    except DiskFullError:
-        raise
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise disk_full_error(path) from exc
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` in one step: a reader sees the old or the new file.
-
-    On any failure the temp file is removed and ``path`` is left as it was; a full disk
-    raises DiskFullError.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with disk_errors(path):
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-            try:
-                _write_all(fd, text.encode("utf-8"))
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, to_json(value) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
 
 
 def append_jsonl(path: Path, record: dict) -> None:
@@ -135,7 +60,7 @@ def append_jsonl(path: Path, record: dict) -> None:
         try:
             start = os.lseek(fd, 0, os.SEEK_END)
             try:
-                _write_all(fd, line)
+                write_all(fd, line)
                 os.fsync(fd)
             except BaseException:
                 try:
@@ -146,13 +71,6 @@ def append_jsonl(path: Path, record: dict) -> None:
                 raise
         finally:
             os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data`` to file descriptor ``fd`` (os.write may write only part)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -213,9 +131,9 @@ class RunFolder:
     def check_new(self) -> None:
         """Raise SproutError unless a new run can be created here (absent or empty folder)."""
         if self.root.exists() and not self.root.is_dir():
-            raise SproutError(f"{self.root} is a file, not a folder; choose another --out folder.")
+            raise SproutError(f"{self.root} is a file, not a folder; choose another out_dir folder.")
         if self.exists():
-            raise SproutError(f"{self.root} already holds a search run; resume it (--resume) or choose another folder.")
+            raise SproutError(f"{self.root} already holds a search run; resume it (resume=True) or choose another out_dir folder.")
         if self.root.is_dir() and any(p for p in self.root.iterdir() if not p.name.startswith(".")):
             raise SproutError(f"{self.root} is not empty; choose an empty or new folder for the run.")
 
@@ -262,7 +180,7 @@ class RunFolder:
                 if folder.is_dir() and folder.name not in keep:
                     shutil.rmtree(folder, ignore_errors=True)
                     removed.append(folder.name)
-        for tmp in self.root.glob(".*.tmp"):
+        for tmp in self.root.glob(".*.tmp*"):  # engine.files.temp_path's names
             tmp.unlink(missing_ok=True)
         return removed
 
@@ -288,5 +206,23 @@ class RunFolder:
     def read_dataset(self) -> dict | None:
         return self.read(DATASET)
 
+    def write_dataset(self, info: dict) -> None:
+        self.write(DATASET, info)
+
     def read_summary(self) -> dict | None:
         return self.read(SUMMARY)
+
+    def write_summary(self, summary: dict) -> None:
+        self.write(SUMMARY, summary)
+
+    def save_model(self, model, class_names: list[str]) -> dict:
+        """Write best_model.keras (a Keras model) and labels.json (its class names, in output
+        order); their absolute paths as ``{"keras", "labels"}``. On a full disk the previous
+        model is kept (DiskFullError)."""
+        atomic_write(self.model_path, model.save)
+        write_labels(self.root, class_names)
+        return {"keras": str(self.model_path.resolve()), "labels": str(self.labels_path.resolve())}
+
+    def read_labels(self) -> list[str]:
+        """The class names of best_model.keras' outputs (SproutError when labels.json is missing or bad)."""
+        return read_labels(self.root)

@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SproutError
-from engine.search.monitor import (  # noqa: F401 - ACTIVE, MAX_LOG_LINES and snapshot_from_disk re-exported
-    ACTIVE, MAX_LOG_LINES, RunMonitor, _disk_key, _disk_listing, snapshot_from_disk,
-)
 from engine.search.folder import RunFolder, is_run_folder
+from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, snapshot_from_disk
+from engine.search.status import FINISHED, Phase, RunStatus
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +122,15 @@ class Registry:
 
         try:
             summary = run_search(data_dir, run_dir, config, events=monitor.handle, stop=stop, resume=resume)
-            monitor.set_status(summary.get("status", "done") if summary.get("status") in ("done", "stopped") else "done")
+            status = summary.get("status")
+            monitor.set_status(RunStatus(status) if status in FINISHED else RunStatus.DONE)
         except SproutError as exc:
-            monitor.set_status("failed", str(exc))
+            monitor.set_status(RunStatus.FAILED, str(exc))
             _mark_failed(run_dir, str(exc))
         except Exception as exc:  # noqa: BLE001 - a bug must end this run, not the server
             log.exception("run %s failed", run_id)
             message = f"internal error ({type(exc).__name__}: {exc})"
-            monitor.set_status("failed", message)
+            monitor.set_status(RunStatus.FAILED, message)
             _mark_failed(run_dir, message)
 
     def stop(self, run_id: str) -> None:
@@ -208,6 +208,6 @@ def _mark_failed(run_dir: Path, message: str) -> None:
     if state is None:
         return
     try:
-        folder.write_state({**state, "phase": "failed", "error": message})
+        folder.write_state({**state, "phase": Phase.FAILED, "error": message})
     except OSError:
         pass

@@ -29,86 +29,32 @@ The test split never reaches the searcher, the trainer's early stopping or the f
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
-from engine.search.budget import CostModel, Timings as _Timings, flops, now_iso
 from engine.errors import SproutError
-from engine.search.final import FINAL_EPOCHS_MAX_FACTOR, FINAL_LR_FACTOR, FinalPhase
-from engine.search.prepare import TEST_FRACTION, VAL_FRACTION, Preparation
-from engine.search.folder import RUN_FORMAT, RunFolder, read_json
-from engine.search.trials import OOM_SHRINK, TrialRunner, describe_operations
-
-# Defined with the phase that uses them, and importable from here as before.
-__all__ = ["SearchConfig", "Trial", "run_search", "read_labels", "CostModel", "flops", "TEST_FRACTION",
-           "VAL_FRACTION", "FINAL_LR_FACTOR", "FINAL_EPOCHS_MAX_FACTOR", "OOM_SHRINK", "describe_operations"]
+from engine.nas.architecture import Limits, init_weights, seed_architecture
+from engine.search.budget import CostModel, Timings, flops, now_iso
+from engine.search.config import SearchConfig
+from engine.search.context import Clock, Events, RunContext
+from engine.search.final import FINAL_SHARE, final_epochs, finish
+from engine.search.folder import RUN_FORMAT, RunFolder
+from engine.search.prepare import device_name, prepare_data, run_recipe
+from engine.search.status import Phase, TrialStatus
+from engine.search.trials import TrialRunner
 
 log = logging.getLogger(__name__)
 
 ACQ_FRACTION = 0.03           # acquisition time cap, as a fraction of a trial's expected time
 TRIAL_SHARE = 0.3             # a proposal must be able to train within this share of the search time left
-FINAL_SHARE = 0.15            # budget share kept for the final fine-tune (at least its recipe epochs)
 MAX_CONSECUTIVE_FAILURES = 5
-
-
-@dataclass
-class SearchConfig:
-    """What to search: the contract's fields, plus optional extras (defaults keep the contract)."""
-
-    budget_s: float
-    searcher: str = "bayesian"
-    seed: int = 0
-    image_size: int | None = None
-    max_epochs: int | None = None
-    max_trials: int | None = None      # stop proposing after this many trials (None: budget only)
-    batch_size: int | None = None      # None: the recipe's (chosen from the data and device)
-    recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict) -> "SearchConfig":
-        names = {f.name for f in fields(SearchConfig)}
-        return SearchConfig(**{k: v for k, v in d.items() if k in names})
-
-    def check(self) -> None:
-        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
-            raise SproutError(f"the time budget must be a positive number of seconds; received {self.budget_s!r}")
-        if self.searcher not in ("bayesian", "random", "bfs"):
-            raise SproutError(f"unknown searcher {self.searcher!r}; expected bayesian, random or bfs")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise SproutError(f"--max-epochs must be at least 1; received {self.max_epochs}")
-        if self.image_size is not None and not 8 <= self.image_size <= 512:
-            raise SproutError(f"--image-size must be between 8 and 512 pixels; received {self.image_size}")
-        if self.max_trials is not None and self.max_trials < 1:
-            raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
-        if self.recipe:
-            from engine.training.recipe import check_overrides
-
-            try:
-                check_overrides(self.recipe)
-            except ValueError as exc:
-                raise SproutError(str(exc)) from None
-
-
-@dataclass
-class Trial:
-    """A finished trial as the searchers see it: ``architecture`` is unweighted, with ``id`` set."""
-
-    id: str
-    architecture: Architecture
-    score: float | None
-    record: dict = field(default_factory=dict)
 
 
 def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfig,
@@ -121,276 +67,201 @@ def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfi
     ``stop`` (a threading.Event) ends the search within one batch; the best trial so far is
     still evaluated on the test split and saved (summary status "stopped").
     """
-    return _Search(data_source, Path(out_dir), config, events, stop or threading.Event(), resume).run()
+    folder, channel = RunFolder(Path(out_dir)), Events(events)
+    stop = stop or threading.Event()
+    clock, timings = Clock(), Timings()
+    saved = folder.read_state() if resume and folder.exists() else None
+    if saved is not None:
+        if saved.get("format") != RUN_FORMAT:
+            raise SproutError(f"{folder.root} does not hold a Sprout run that can be resumed")
+        config = SearchConfig.from_dict(saved["config"])
+        summary = folder.read_summary()
+        if saved.get("phase") in (Phase.DONE, Phase.STOPPED) and summary is not None:
+            channel.say("this run is already finished")
+            channel.emit("finished", summary=summary)
+            return summary
+        state = saved
+        clock.used_before = float(saved.get("budget_used_s", 0.0))
+        timings = Timings(saved.get("timings"))
+    else:
+        if resume and folder.exists():
+            raise SproutError(f"{folder.root} holds a run without a readable state.json; it cannot be resumed")
+        config.check()
+        folder.check_new()  # created once the data has loaded
+        state = {"format": RUN_FORMAT, "config": config.to_dict(), "created": now_iso(),
+                 "data_source": str(data_source), "phase": Phase.STARTING, "limits": Limits().to_dict()}
+    config.check()
+    ctx, runner = _start(data_source, folder, config, state, clock, timings, channel, stop, saved)
+    if not any(t.score is not None for t in runner.trials) and not stop.is_set():
+        _seed_phase(ctx, runner)
+    if any(t.score is not None for t in runner.trials) and not stop.is_set():
+        _search_phase(ctx, runner)
+    ctx.save_state(phase=Phase.FINAL, in_flight=None)
+    ctx.emit("phase", phase=Phase.FINAL)
+    return finish(ctx, runner.best(), runner.records, stopped_by_user=runner.stopped_by_user)
 
 
-# ------------------------------------------------------------------------------ search
-class _Search(Preparation, TrialRunner, FinalPhase):
-    """One search run (see :func:`run_search`); its phases live in the mixins' modules."""
+def _start(source, folder: RunFolder, config: SearchConfig, state: dict, clock: Clock, timings: Timings,
+           events: Events, stop: threading.Event, saved: dict | None) -> tuple[RunContext, TrialRunner]:
+    """Load the data, import the trainer, choose the recipe and (on resume) restore the
+    trials: the run context and its trial runner, once the "started" event is sent."""
+    limits = Limits.from_dict(state.get("limits") or Limits().to_dict())
+    t = time.monotonic()
+    data = prepare_data(folder, source, config, state, resuming=saved is not None)
+    timings.add("io_s", time.monotonic() - t)
+    events.say(data.describe())
+    with timings.timed("building_s"):
+        from engine.training import trainer  # TensorFlow is imported here
+        from engine.nas.searchers import make_searcher
+    device = device_name()
+    searcher = make_searcher(config.searcher, seed=config.seed, limits=limits)
+    rng = np.random.default_rng(config.seed)
+    recipe = run_recipe(state, data, config, device, timings)
+    ctx = RunContext(config=config, folder=folder, data=data, trainer=trainer, device=device, recipe=recipe,
+                     cost=CostModel(len(data.y_train)), limits=limits, timings=timings, clock=clock,
+                     events=events, stop=stop, state=state, rng=rng)
+    runner = TrialRunner(ctx, searcher)
+    if saved is not None:
+        runner.restore(saved)
+    state.update(device=device, pid=os.getpid(), host=socket.gethostname(), recipe=recipe.to_dict())
+    ctx.save_state()
+    ctx.emit("started", searcher=config.searcher, device=device, budget_s=ctx.budget,
+             elapsed_s=ctx.elapsed(), class_names=data.class_names, image_size=data.image_size,
+             channels=data.channels, n_train=len(data.y_train), n_val=len(data.y_val), n_test=len(data.y_test),
+             resumed=saved is not None, created=state.get("created"), recipe=recipe.to_dict())
+    if saved is None:
+        for reason in recipe.reasons:
+            ctx.say(f"recipe: {reason}")
+    return ctx, runner
 
-    def __init__(self, source, out: Path, config: SearchConfig, events, stop: threading.Event, resume: bool):
-        self.source, self.folder, self.config = source, RunFolder(out), config
-        self._events, self.stop, self.resume = events, stop, resume
-        self.t0 = time.monotonic()
-        self.used_before = 0.0
-        self.trials: list[Trial] = []
-        self.records: list[dict] = []
-        self.next_id = 0
-        self.state: dict = {}
-        self.failures = 0
-        self.stopped_by_user = False
 
-    # ----- clock and events ----------------------------------------------------------
-    def elapsed(self) -> float:
-        return self.used_before + time.monotonic() - self.t0
+# ----- budget ----------------------------------------------------------------------
+def max_epochs(ctx: RunContext, seed: bool = False) -> int:
+    """Epochs per trial: ``config.max_epochs`` when set; else the recipe's, more for the
+    seed (it learns from scratch) than for networks that inherit trained weights."""
+    if ctx.config.max_epochs:
+        return int(ctx.config.max_epochs)
+    return int(ctx.recipe.seed_epochs if seed else ctx.recipe.child_epochs)
 
-    def emit(self, type_: str, **payload) -> None:
-        if self._events is None:
+
+def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
+    """Seconds to keep for the final phase: fine-tune + test evaluation + saving + margin.
+
+    The fine-tune gets at least its recipe's epochs and at least :data:`FINAL_SHARE` of the
+    budget: more epochs on the best network, with the learning rate annealed over all of
+    them, beat one more short trial at the end of a search (bench/results/levers.md)."""
+    budget, cost, data = ctx.budget, ctx.cost, ctx.data
+    margin = 0.02 * budget + 1.0
+    best = runner.best()
+    if best is None or not cost.known:
+        return FINAL_SHARE * budget + margin
+    n_fit = len(data.y_train) + len(data.y_val)
+    epoch = cost.epoch_s(flops(best.architecture), n_fit)
+    evaluate = 0.5 * cost.epoch_s(flops(best.architecture), len(data.y_test)) + 1.0
+    tune = max(final_epochs(ctx.recipe) * epoch, FINAL_SHARE * budget)
+    return tune + cost.extra_s() + evaluate + 2.0 + margin
+
+
+def affordable_limits(ctx: RunContext, left: float) -> Limits:
+    """The run's limits plus a flops cap: a proposal must be able to train its epochs
+    within :data:`TRIAL_SHARE` of the search time ``left``. Morphisms only grow networks
+    and an expensive network late in a search trains for a fraction of its epochs (or
+    squeezes out the final fine-tune); with the cap the acquisition picks among changes
+    the remaining time can pay for, or the search ends and the time goes to the fine-tune."""
+    if not ctx.cost.known:
+        return ctx.limits
+    epoch = (TRIAL_SHARE * left - ctx.cost.extra_s()) / max(1, max_epochs(ctx))
+    cap = int(min(ctx.limits.max_flops, ctx.cost.flops_for(epoch)))
+    return replace(ctx.limits, max_flops=max(cap, 1))
+
+
+def search_deadline(ctx: RunContext, runner: TrialRunner) -> float:
+    """Budget time (elapsed seconds) at which the search phase must end."""
+    return ctx.budget - reserve_s(ctx, runner)
+
+
+# ----- phases ------------------------------------------------------------------------
+def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
+    ctx.save_state(phase=Phase.SEED)
+    ctx.emit("phase", phase=Phase.SEED)
+    data = ctx.data
+    n_classes = len(data.class_names)
+    shape = (data.image_size, data.image_size, data.channels)
+    filters = (32, 64, 64, 128)
+    for attempt in range(3):
+        arch = init_weights(seed_architecture(shape, n_classes, filters=filters), seed=ctx.config.seed)
+        if not ctx.limits.allows(arch) and attempt < 2:
+            filters = tuple(max(8, f // 2) for f in filters)
+            continue
+        # The seed learns from scratch: give it up to 40% of the budget.
+        deadline = min(ctx.elapsed() + 0.4 * ctx.budget, ctx.budget - reserve_s(ctx, runner))
+        record = runner.train(arch, None, [], None, max_epochs(ctx, seed=True), deadline)
+        if record["status"] == TrialStatus.OK or ctx.stop.is_set():
             return
-        try:
-            self._events({"type": type_, **payload})
-        except Exception:  # noqa: BLE001 - a broken listener must not end the search
-            log.exception("event listener failed on %s", type_)
+        if record.get("out_of_memory"):
+            filters = tuple(max(8, f // 2) for f in filters)
+            continue
+        break
+    if not any(t.score is not None for t in runner.trials) and not ctx.stop.is_set():
+        last = runner.records[-1] if runner.records else {}
+        if last.get("status") == TrialStatus.STOPPED:
+            raise SproutError(f"the time budget of {ctx.budget:g} s ran out before the first network finished "
+                              f"an epoch; give the search more time")
+        raise SproutError(f"the first network could not be trained: {last.get('error') or 'unknown error'}")
 
-    def say(self, message: str) -> None:
-        self.emit("log", message=message)
 
-    # ----- state -------------------------------------------------------------------
-    def save_state(self, **changes) -> None:
-        self.state.update(changes)
-        self.state["budget_used_s"] = round(self.elapsed(), 3)
-        self.state["timings"] = dict(self.timings.t)
-        self.state["updated"] = now_iso()
-        t = time.monotonic()
-        self.folder.write_state(self.state)
-        self.timings.add("io_s", time.monotonic() - t)
-
-    # ----- main --------------------------------------------------------------------
-    def run(self) -> dict:
-        self.timings = _Timings()
-        saved = self.folder.read_state() if self.resume and self.folder.exists() else None
-        if saved is not None:
-            if saved.get("format") != RUN_FORMAT:
-                raise SproutError(f"{self.folder.root} does not hold a Sprout run that can be resumed")
-            self.config = SearchConfig.from_dict(saved["config"])
-            summary = self.folder.read_summary()
-            if saved.get("phase") in ("done", "stopped") and summary is not None:
-                self.say("this run is already finished")
-                self.emit("finished", summary=summary)
-                return summary
-            self.state = saved
-            self.used_before = float(saved.get("budget_used_s", 0.0))
-            self.timings = _Timings(saved.get("timings"))
-        else:
-            if self.resume and self.folder.exists():
-                raise SproutError(f"{self.folder.root} holds a run without a readable state.json; it cannot be resumed")
-            self.config.check()
-            self.folder.check_new()  # created once the data has loaded
-            self.state = {"format": RUN_FORMAT, "config": self.config.to_dict(), "created": now_iso(),
-                          "data_source": str(self.source), "phase": "starting", "limits": Limits().to_dict()}
-        self.config.check()
-        self.budget = float(self.config.budget_s)
-        self.limits = Limits.from_dict(self.state.get("limits") or Limits().to_dict())
-
-        self._load_data(saved is not None)
-        with self.timings.timed("building_s"):
-            from engine.training import trainer  # TensorFlow is imported here
-            from engine.nas.searchers import make_searcher
-        self.trainer = trainer
-        self.device = self._device()
-        self.searcher = make_searcher(self.config.searcher, seed=self.config.seed, limits=self.limits)
-        self.rng = np.random.default_rng(self.config.seed)
-        self.recipe = self._recipe()
-        if saved is not None:
-            self._restore(saved)
-        self.state.update(device=self.device, pid=os.getpid(), host=socket.gethostname(), recipe=self.recipe.to_dict())
-        self.save_state()
-        self.emit("started", searcher=self.config.searcher, device=self.device, budget_s=self.budget,
-                  elapsed_s=self.elapsed(), class_names=self.class_names, image_size=self.image_size,
-                  channels=self.channels, n_train=len(self.y_train), n_val=len(self.y_val), n_test=len(self.y_test),
-                  resumed=saved is not None, created=self.state.get("created"), recipe=self.recipe.to_dict())
-        if saved is None:
-            for reason in self.recipe.reasons:
-                self.say(f"recipe: {reason}")
-
-        if not any(t.score is not None for t in self.trials) and not self.stop.is_set():
-            self._seed_phase()
-        if any(t.score is not None for t in self.trials) and not self.stop.is_set():
-            self._search_phase()
-        return self._final_phase()
-
-    def train_config(self, max_epochs: int, **changes):
-        """The trainer's settings for one trial under this run's recipe."""
-        config = self.trainer.TrainConfig(max_epochs=max_epochs, batch_size=self.recipe.batch_size,
-                                          augment=self.recipe.augment(), schedule=self.recipe.schedule,
-                                          seed=int(self.rng.integers(2**31)))
-        for key, value in changes.items():
-            setattr(config, key, value)
-        return config
-
-    def _add_trial(self, record: dict, arch: Architecture | None, restored: bool = False) -> None:
-        self.records.append(record)
-        score = record.get("val_accuracy") if record.get("status") == "ok" else None
-        if arch is not None:
-            arch = arch.copy(with_weights=False)
-            arch.id = record["id"]
-            trial = Trial(record["id"], arch, score, record)
-            self.trials.append(trial)
-            self.searcher.observe(trial)
-            if record.get("status") in ("ok", "stopped") and record.get("epoch_seconds"):
-                self.cost.observe(flops(arch), record["epoch_seconds"], record.get("trial_seconds", record["seconds"]))
-        self.emit("trial_finished", trial={**record, "architecture": arch.to_dict() if arch else None},
-                  restored=restored)
-
-    # ----- budget ------------------------------------------------------------------
-    def best_trial(self, allow_stopped: bool = True) -> Trial | None:
-        scored = [t for t in self.trials if t.score is not None]
-        if not scored and allow_stopped:
-            scored = [t for t in self.trials if t.record.get("status") == "stopped"
-                      and t.record.get("val_accuracy") is not None
-                      and (self.folder.trial_dir(t.id) / "weights.npz").exists()]
-            if scored:
-                return max(scored, key=lambda t: t.record["val_accuracy"])
-        return max(scored, key=lambda t: t.score) if scored else None
-
-    def final_epochs(self, best: Trial) -> int:
-        return max(1, int(self.recipe.final_epochs))
-
-    def reserve_s(self) -> float:
-        """Seconds to keep for the final phase: fine-tune + test evaluation + saving + margin.
-
-        The fine-tune gets at least its recipe's epochs and at least :data:`FINAL_SHARE` of the
-        budget: more epochs on the best network, with the learning rate annealed over all of
-        them, beat one more short trial at the end of a search (bench/results/levers.md)."""
-        margin = 0.02 * self.budget + 1.0
-        best = self.best_trial()
-        if best is None or not self.cost.known:
-            return FINAL_SHARE * self.budget + margin
-        n_fit = len(self.y_train) + len(self.y_val)
-        epoch = self.cost.epoch_s(flops(best.architecture), n_fit)
-        evaluate = 0.5 * self.cost.epoch_s(flops(best.architecture), len(self.y_test)) + 1.0
-        tune = max(self.final_epochs(best) * epoch, FINAL_SHARE * self.budget)
-        return tune + self.cost.extra_s() + evaluate + 2.0 + margin
-
-    def affordable_limits(self, left: float) -> Limits:
-        """The run's limits plus a flops cap: a proposal must be able to train its epochs
-        within :data:`TRIAL_SHARE` of the search time ``left``. Morphisms only grow networks
-        and an expensive network late in a search trains for a fraction of its epochs (or
-        squeezes out the final fine-tune); with the cap the acquisition picks among changes
-        the remaining time can pay for, or the search ends and the time goes to the fine-tune."""
-        if not self.cost.known:
-            return self.limits
-        epoch = (TRIAL_SHARE * left - self.cost.extra_s()) / max(1, self.max_epochs())
-        cap = int(min(self.limits.max_flops, self.cost.flops_for(epoch)))
-        return replace(self.limits, max_flops=max(cap, 1))
-
-    def search_deadline(self) -> float:
-        """Budget time (elapsed seconds) at which the search phase must end."""
-        return self.budget - self.reserve_s()
-
-    # ----- phases --------------------------------------------------------------------
-    def _seed_phase(self) -> None:
-        self.save_state(phase="seed")
-        self.emit("phase", phase="seed")
-        n_classes = len(self.class_names)
-        shape = (self.image_size, self.image_size, self.channels)
-        filters = (32, 64, 64, 128)
-        for attempt in range(3):
-            arch = init_weights(seed_architecture(shape, n_classes, filters=filters), seed=self.config.seed)
-            if not self.limits.allows(arch) and attempt < 2:
-                filters = tuple(max(8, f // 2) for f in filters)
-                continue
-            # The seed learns from scratch: give it up to 40% of the budget.
-            deadline = min(self.elapsed() + 0.4 * self.budget, self.budget - self.reserve_s())
-            record = self._train_trial(arch, None, [], None, self.max_epochs(seed=True), deadline)
-            if record["status"] == "ok" or self.stop.is_set():
-                return
-            if record.get("out_of_memory"):
-                filters = tuple(max(8, f // 2) for f in filters)
-                continue
+def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
+    ctx.save_state(phase=Phase.SEARCH)
+    ctx.emit("phase", phase=Phase.SEARCH)
+    searcher, cost = runner.searcher, ctx.cost
+    while not ctx.stop.is_set():
+        if ctx.config.max_trials is not None and len(runner.records) >= ctx.config.max_trials:
+            ctx.say(f"trial cap of {ctx.config.max_trials} reached")
             break
-        if not any(t.score is not None for t in self.trials) and not self.stop.is_set():
-            last = self.records[-1] if self.records else {}
-            if last.get("status") == "stopped":
-                raise SproutError(f"the time budget of {self.budget:g} s ran out before the first network finished "
-                                  f"an epoch; give the search more time")
-            raise SproutError(f"the first network could not be trained: {last.get('error') or 'unknown error'}")
-
-    def max_epochs(self, seed: bool = False) -> int:
-        """Epochs per trial: ``config.max_epochs`` when set; else the recipe's, more for the
-        seed (it learns from scratch) than for networks that inherit trained weights."""
-        if self.config.max_epochs:
-            return int(self.config.max_epochs)
-        return int(self.recipe.seed_epochs if seed else self.recipe.child_epochs)
-
-    def _search_phase(self) -> None:
-        self.save_state(phase="search")
-        self.emit("phase", phase="search")
-        while not self.stop.is_set():
-            if self.config.max_trials is not None and len(self.records) >= self.config.max_trials:
-                self.say(f"trial cap of {self.config.max_trials} reached")
+        best = runner.best(allow_stopped=False)
+        deadline = search_deadline(ctx, runner)
+        left = deadline - ctx.elapsed()
+        if cost.known:
+            epoch_best, extra = cost.epoch_s(flops(best.architecture)), cost.extra_s()
+        else:
+            epoch_best, extra = 0.0, 0.0
+        if left <= extra + epoch_best:
+            ctx.say("the time budget is used up (the rest is kept for the final model)")
+            break
+        expected_trial = extra + max_epochs(ctx) * epoch_best
+        cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
+        searcher.limits = affordable_limits(ctx, left)
+        try:
+            with ctx.timings.timed("proposal_s"):
+                proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap)
+        except SproutError as exc:
+            ctx.say(f"search ended: {exc} (the time left goes to the final fine-tune)"
+                    if searcher.limits.max_flops < ctx.limits.max_flops else f"search ended early: {exc}")
+            break
+        finally:
+            searcher.limits = ctx.limits
+        if ctx.stop.is_set():
+            break
+        arch, error = runner.realise(proposal)
+        ops = list(proposal.operations)
+        if arch is None:
+            runner.fail(proposal.architecture, proposal.ancestor_id, ops, proposal, error)
+            if runner.failures >= MAX_CONSECUTIVE_FAILURES:
+                ctx.say(f"search ended early: {runner.failures} trials in a row failed")
                 break
-            best = self.best_trial(allow_stopped=False)
-            deadline = self.search_deadline()
-            left = deadline - self.elapsed()
-            if self.cost.known:
-                epoch_best, extra = self.cost.epoch_s(flops(best.architecture)), self.cost.extra_s()
-            else:
-                epoch_best, extra = 0.0, 0.0
-            if left <= extra + epoch_best:
-                self.say("the time budget is used up (the rest is kept for the final model)")
+            continue
+        epoch_s = cost.epoch_s(flops(arch)) if cost.known else None
+        left = deadline - ctx.elapsed()
+        if epoch_s is not None:
+            n = int((left - cost.extra_s()) // epoch_s)
+            if n < 1:
+                ctx.say("not enough time left for another trial")
                 break
-            expected_trial = extra + self.max_epochs() * epoch_best
-            cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
-            self.searcher.limits = self.affordable_limits(left)
-            try:
-                with self.timings.timed("proposal_s"):
-                    proposal = self.searcher.propose(self.trials, stop=self.stop, time_cap_s=cap)
-            except SproutError as exc:
-                self.say(f"search ended: {exc} (the time left goes to the final fine-tune)"
-                         if self.searcher.limits.max_flops < self.limits.max_flops else f"search ended early: {exc}")
-                break
-            finally:
-                self.searcher.limits = self.limits
-            if self.stop.is_set():
-                break
-            arch, error = self._realise(proposal)
-            ops = list(proposal.operations)
-            if arch is None:
-                self._failed_record(proposal.architecture, proposal.ancestor_id, ops, proposal, error)
-                if self.failures >= MAX_CONSECUTIVE_FAILURES:
-                    self.say(f"search ended early: {self.failures} trials in a row failed")
-                    break
-                continue
-            epoch_s = self.cost.epoch_s(flops(arch)) if self.cost.known else None
-            left = deadline - self.elapsed()
-            if epoch_s is not None:
-                n = int((left - self.cost.extra_s()) // epoch_s)
-                if n < 1:
-                    self.say("not enough time left for another trial")
-                    break
-                n = min(self.max_epochs(), n)
-            else:
-                n = self.max_epochs()
-            record = self._train_trial(arch, proposal.ancestor_id, ops, proposal, n, deadline)
-            self.failures = 0 if record["status"] == "ok" else self.failures + 1
-            if self.failures >= MAX_CONSECUTIVE_FAILURES:
-                self.say(f"search ended early: {self.failures} trials in a row failed")
-                break
-
-
-
-
-
-
-def read_labels(path: str | os.PathLike) -> dict | None:
-    """labels.json (a JSON list of class names, output order) as {"labels": [...]}, or None."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    value = read_json(path)
-    if isinstance(value, list):
-        return {"labels": [str(v) for v in value]}
-    if isinstance(value, dict) and isinstance(value.get("labels"), list):
-        return value
-    return None
+            n = min(max_epochs(ctx), n)
+        else:
+            n = max_epochs(ctx)
+        record = runner.train(arch, proposal.ancestor_id, ops, proposal, n, deadline)
+        runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
+        if runner.failures >= MAX_CONSECUTIVE_FAILURES:
+            ctx.say(f"search ended early: {runner.failures} trials in a row failed")
+            break

@@ -19,17 +19,17 @@ from pathlib import Path
 
 from engine.errors import SproutError
 from engine.search.folder import RunFolder, read_jsonl
+from engine.search.status import ACTIVE, FINISHED, WORKING_PHASES, Phase, RunStatus, TrialStatus
 
 log = logging.getLogger("engine.search.jobs")
 
-ACTIVE = ("starting", "running", "finishing")
 MAX_LOG_LINES = 200
 
 
 class RunMonitor:
     """The snapshot of one run, kept up to date from :func:`run_search` events."""
 
-    def __init__(self, run_id: str, run_dir: Path, config=None, status: str = "starting"):
+    def __init__(self, run_id: str, run_dir: Path, config=None, status: RunStatus = RunStatus.STARTING):
         from engine.nas.distance import DistanceCache
 
         self.lock = threading.Lock()
@@ -69,14 +69,14 @@ class RunMonitor:
             if e.get(key) is not None:
                 s[key] = copy.deepcopy(e[key])
         s["data"] = {k: e.get(k) for k in ("n_train", "n_val", "n_test")}
-        if s["status"] == "starting":
-            s["status"] = "running"
+        if s["status"] == RunStatus.STARTING:
+            s["status"] = RunStatus.RUNNING
         self._clock = (float(e.get("elapsed_s", 0.0)), time.monotonic())
 
     def _on_phase(self, e: dict) -> None:
         self.snap["phase"] = e["phase"]
-        if e["phase"] == "final" and self.snap["status"] in ("starting", "running"):
-            self.snap["status"] = "finishing"
+        if e["phase"] == Phase.FINAL and self.snap["status"] in (RunStatus.STARTING, RunStatus.RUNNING):
+            self.snap["status"] = RunStatus.FINISHING
 
     def _on_trial_started(self, e: dict) -> None:
         self.snap["in_flight"] = {
@@ -102,7 +102,7 @@ class RunMonitor:
         s["trials"].append(trial)
         if s["in_flight"] is not None and s["in_flight"]["trial_id"] == trial["id"]:
             s["in_flight"] = None
-        if trial.get("status") == "ok" and trial.get("architecture"):
+        if trial.get("status") == TrialStatus.OK and trial.get("architecture"):
             from engine.nas.architecture import Architecture
 
             try:
@@ -131,14 +131,14 @@ class RunMonitor:
         if summary.get("wall_s") is not None:
             self.snap["elapsed_s"] = summary["wall_s"]
         self._clock = None
-        if summary.get("status") in ("done", "stopped"):
-            self.snap["status"] = summary["status"]
+        if summary.get("status") in FINISHED:
+            self.snap["status"] = RunStatus(summary["status"])
         if summary.get("final") and self.snap["final"] is None:
             self.snap["final"] = copy.deepcopy(summary["final"])
             self.snap["files"] = dict(summary.get("files") or self.snap["files"])
 
     # ----- called by the registry -------------------------------------------------------
-    def set_status(self, status: str, error: str | None = None) -> None:
+    def set_status(self, status: RunStatus, error: str | None = None) -> None:
         with self.lock:
             self.snap["status"] = status
             if error is not None:
@@ -151,7 +151,7 @@ class RunMonitor:
                 self._clock = None
 
     @property
-    def status(self) -> str:
+    def status(self) -> RunStatus:
         with self.lock:
             return self.snap["status"]
 
@@ -163,15 +163,15 @@ class RunMonitor:
         return snap
 
 
-def _status_of_disk_run(folder: RunFolder, state: dict | None, summary: dict | None) -> tuple[str, str | None]:
-    if summary is not None and summary.get("status") in ("done", "stopped"):
-        return summary["status"], None
+def _status_of_disk_run(folder: RunFolder, state: dict | None, summary: dict | None) -> tuple[RunStatus, str | None]:
+    if summary is not None and summary.get("status") in FINISHED:
+        return RunStatus(summary["status"]), None
     phase = (state or {}).get("phase")
-    if phase == "failed":
-        return "failed", (state or {}).get("error") or "the run failed"
+    if phase == Phase.FAILED:
+        return RunStatus.FAILED, (state or {}).get("error") or "the run failed"
     if _process_alive(state or {}):
-        return "running", None
-    return "stopped", "the run was interrupted before it finished (the server or process stopped)"
+        return RunStatus.RUNNING, None
+    return RunStatus.STOPPED, "the run was interrupted before it finished (the server or process stopped)"
 
 
 def _process_alive(state: dict) -> bool:
@@ -205,7 +205,7 @@ def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
              recipe=state.get("recipe"),
              created=state.get("created"), class_names=dataset.get("class_names", []),
              image_size=dataset.get("image_size"), channels=dataset.get("channels"),
-             phase=state.get("phase") if state.get("phase") in ("seed", "search", "final") else None,
+             phase=state.get("phase") if state.get("phase") in WORKING_PHASES else None,
              elapsed_s=float(state.get("budget_used_s", 0.0)))
     if dataset.get("split"):
         m["data"] = {f"n_{k}": len(v) for k, v in dataset["split"].items()}
@@ -247,7 +247,7 @@ def _disk_listing(folder: RunFolder) -> dict:
     if summary is not None and summary.get("best"):
         best = summary["best"].get("val_accuracy")
     else:
-        scores = [r.get("val_accuracy") for r in read_jsonl(folder.trials_path) if r.get("status") == "ok"]
+        scores = [r.get("val_accuracy") for r in read_jsonl(folder.trials_path) if r.get("status") == TrialStatus.OK]
         best = max((s for s in scores if s is not None), default=None)
     return {"run_id": folder.root.name, "status": status, "created": state.get("created"),
             "best_val_accuracy": best, "searcher": (state.get("config") or {}).get("searcher"),

@@ -1,11 +1,14 @@
 """One trial of a search: realise a proposal, train it against the clock, persist it.
 
-:class:`TrialRunner` holds the methods of the search (``engine.search.loop._Search``) that turn
-a proposal into a network with its ancestor's weights, train it with a watchdog that ends
-it at the search's deadline or at a stop, and commit the result (trials.jsonl, the trial's
-folder, state.json) before the next one starts. A trial that fails (NaN, out of memory, a
-morphism that does not apply) is recorded as failed and the search goes on; running out
-of memory also lowers the size limit for every later proposal, and that lesson is saved.
+:class:`TrialRunner` is the role that runs trials for the loop: it takes the run context
+(:class:`engine.search.context.RunContext`) and the searcher explicitly, turns a proposal
+into a network with its ancestor's weights, trains it with a watchdog that ends it at the
+search's deadline or at a stop, and commits the result (trials.jsonl, the trial's folder,
+state.json) before the next one starts. It keeps the run's history (the finished trials,
+their records, the next id) and puts it back when a run is resumed. A trial that fails
+(NaN, out of memory, a morphism that does not apply) is recorded as failed and the search
+goes on; running out of memory also lowers the size limit for every later proposal, and
+that lesson is saved.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import numpy as np
 
 from engine.nas.architecture import Architecture
 from engine.search.budget import flops
+from engine.search.context import RunContext
+from engine.search.folder import append_jsonl
+from engine.search.status import TrialStatus
+from engine.search.trial import Trial
 
 log = logging.getLogger("engine.search.loop")
 
@@ -33,38 +40,104 @@ def describe_operations(operations: list[dict]) -> str:
 
 
 class TrialRunner:
-    """Mixin of ``engine.search.loop._Search``: one trial at a time (see the module docstring)."""
+    """Runs one trial at a time in a run context and keeps the run's history (see the module docstring)."""
 
-    def _realise(self, proposal) -> tuple[Architecture | None, str | None]:
+    def __init__(self, ctx: RunContext, searcher):
+        self.ctx, self.searcher = ctx, searcher
+        self.trials: list[Trial] = []
+        self.records: list[dict] = []
+        self.next_id = 0
+        self.failures = 0             # trials in a row that failed
+        self.stopped_by_user = False  # a trial ended by the run's stop
+
+    def best(self, allow_stopped: bool = True) -> Trial | None:
+        """The trial with the best validation accuracy; with ``allow_stopped`` and no ``ok``
+        trial, the best stopped trial that has weights (a search stopped in its first trial)."""
+        scored = [t for t in self.trials if t.score is not None]
+        if not scored and allow_stopped:
+            scored = [t for t in self.trials if t.record.get("status") == TrialStatus.STOPPED
+                      and t.record.get("val_accuracy") is not None
+                      and (self.ctx.folder.trial_dir(t.id) / "weights.npz").exists()]
+            if scored:
+                return max(scored, key=lambda t: t.record["val_accuracy"])
+        return max(scored, key=lambda t: t.score) if scored else None
+
+    def add(self, record: dict, arch: Architecture | None, restored: bool = False) -> None:
+        """Take a committed trial into the history, the searcher and the cost model."""
+        self.records.append(record)
+        score = record.get("val_accuracy") if record.get("status") == TrialStatus.OK else None
+        if arch is not None:
+            arch = arch.copy(with_weights=False)
+            arch.id = record["id"]
+            trial = Trial(record["id"], arch, score, record)
+            self.trials.append(trial)
+            self.searcher.observe(trial)
+            if record.get("status") in (TrialStatus.OK, TrialStatus.STOPPED) and record.get("epoch_seconds"):
+                self.ctx.cost.observe(flops(arch), record["epoch_seconds"],
+                                      record.get("trial_seconds", record["seconds"]))
+        self.ctx.emit("trial_finished", trial={**record, "architecture": arch.to_dict() if arch else None},
+                      restored=restored)
+
+    def restore(self, saved: dict) -> None:
+        """Put back a resumed run's finished trials, searcher state and random state
+        (``saved`` is its state.json); the trial in flight at the crash is dropped."""
+        folder = self.ctx.folder
+        folder.repair_trials()
+        records = folder.read_trials()
+        removed = folder.remove_uncommitted(r["id"] for r in records)
+        if saved.get("searcher"):
+            try:
+                self.searcher.load_state_dict(saved["searcher"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("searcher state not restored: %s", exc)
+        if saved.get("rng"):
+            self.ctx.rng.bit_generator.state = saved["rng"]
+        for record in records:
+            try:
+                arch = folder.load_architecture(record["id"], weights=False)
+            except (OSError, ValueError, KeyError):
+                arch = None
+            self.add(record, arch, restored=True)
+        self.next_id = max((int(r["id"]) for r in records), default=-1) + 1
+        in_flight = saved.get("in_flight")
+        self.ctx.say(f"resumed: {len(records)} finished trials kept"
+                     + (f"; trial {in_flight['trial_id']} was in flight and is redone" if in_flight else "")
+                     + (f" (removed unfinished {', '.join(removed)})" if removed and not in_flight else ""))
+
+    def realise(self, proposal) -> tuple[Architecture | None, str | None]:
         """The proposal with weights: its trained ancestor's, morphed by the operations."""
+        ctx = self.ctx
         try:
-            with self.timings.timed("io_s"):
-                ancestor = self.folder.load_architecture(proposal.ancestor_id)
+            with ctx.timings.timed("io_s"):
+                ancestor = ctx.folder.load_architecture(proposal.ancestor_id)
                 ancestor.id = str(proposal.ancestor_id)
-            with self.timings.timed("building_s"):
+            with ctx.timings.timed("building_s"):
                 from engine.nas.morphism import apply
 
                 arch = apply(ancestor, list(proposal.operations))
         except Exception as exc:  # noqa: BLE001 - a bad morphism is one failed trial, not a failed run
             log.exception("could not realise the proposal from trial %s", proposal.ancestor_id)
             return None, f"could not build the proposed network from trial {proposal.ancestor_id}: {exc}"
-        if not self.limits.allows(arch):
+        if not ctx.limits.allows(arch):
             return None, (f"the proposed network ({arch.n_params():,} weights) is over the size limit "
-                          f"({self.limits.max_params:,} weights, depth {self.limits.max_depth})")
+                          f"({ctx.limits.max_params:,} weights, depth {ctx.limits.max_depth})")
         return arch, None
 
-    def _failed_record(self, arch, parent_id, operations, proposal, error) -> dict:
+    def fail(self, arch, parent_id, operations, proposal, error) -> dict:
+        """Commit a trial that could not be trained (its network could not be built or is too big)."""
+        ctx = self.ctx
         trial_id = str(self.next_id)
         self.next_id += 1
-        now = round(self.elapsed(), 3)
-        record = self._record(trial_id, arch, parent_id, operations, proposal, status="failed", error=error,
+        now = round(ctx.elapsed(), 3)
+        record = self._record(trial_id, arch, parent_id, operations, proposal, status=TrialStatus.FAILED, error=error,
                               val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now)
         self._commit(record, arch.copy(with_weights=False) if arch is not None else None)
         self.failures += 1
-        self.say(self._progress_line(record))
+        ctx.say(self._progress_line(record))
         return record
 
     def _record(self, trial_id, arch, parent_id, operations, proposal, **fields_) -> dict:
+        ctx = self.ctx
         prediction = None
         if proposal is not None and proposal.mean is not None:
             prediction = {"mean": proposal.mean, "sigma": proposal.sigma, "ucb": proposal.ucb, "reason": proposal.reason}
@@ -77,33 +150,33 @@ class TrialRunner:
                   "fingerprint": arch.fingerprint() if arch is not None else None,
                   "prediction": prediction}
         record.update(fields_)
-        record.setdefault("finished_s", round(self.elapsed(), 3))
+        record.setdefault("finished_s", round(ctx.elapsed(), 3))
         return record
 
     def _commit(self, record: dict, arch: Architecture | None) -> None:
+        ctx = self.ctx
         t = time.monotonic()
         if arch is not None:
             arch = arch.copy()
             arch.id, arch.parent_id, arch.operations = record["id"], record["parent_id"], list(record["operations"])
-            self.folder.save_trial(record, arch)
+            ctx.folder.save_trial(record, arch)
         else:
-            from engine.search.folder import append_jsonl
-            append_jsonl(self.folder.trials_path, record)
-        self.timings.add("io_s", time.monotonic() - t)
-        self._add_trial(record, arch)
-        self.save_state(in_flight=None, next_trial_id=self.next_id, searcher=self.searcher.state_dict(),
-                        rng=self.rng.bit_generator.state, limits=self.limits.to_dict())
+            append_jsonl(ctx.folder.trials_path, record)
+        ctx.timings.add("io_s", time.monotonic() - t)
+        self.add(record, arch)
+        ctx.save_state(in_flight=None, next_trial_id=self.next_id, searcher=self.searcher.state_dict(),
+                       rng=ctx.rng.bit_generator.state, limits=ctx.limits.to_dict())
 
-    def _train_trial(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int,
-                     deadline: float) -> dict:
+    def train(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int, deadline: float) -> dict:
         """Train one trial until ``max_epochs``, early stopping, ``stop`` or ``deadline``; persist it."""
+        ctx = self.ctx
         trial_id = str(self.next_id)
         self.next_id += 1
-        started = self.elapsed()
-        self.save_state(in_flight={"trial_id": trial_id, "parent_id": parent_id, "started_s": round(started, 3)})
-        self.emit("trial_started", trial_id=trial_id, parent_id=None if parent_id is None else str(parent_id),
-                  max_epochs=max_epochs, proposal=proposal.to_dict() if proposal is not None else None,
-                  operations=list(operations), description=describe_operations(list(operations)))
+        started = ctx.elapsed()
+        ctx.save_state(in_flight={"trial_id": trial_id, "parent_id": parent_id, "started_s": round(started, 3)})
+        ctx.emit("trial_started", trial_id=trial_id, parent_id=None if parent_id is None else str(parent_id),
+                 max_epochs=max_epochs, proposal=proposal.to_dict() if proposal is not None else None,
+                 operations=list(operations), description=describe_operations(list(operations)))
         arch_flops = flops(arch)
         trial_stop = threading.Event()
         done = threading.Event()
@@ -112,10 +185,10 @@ class TrialRunner:
 
         def watchdog() -> None:
             while not done.is_set():
-                if self.stop.is_set():
+                if ctx.stop.is_set():
                     trial_stop.set()
                     return
-                if self.elapsed() > deadline:
+                if ctx.elapsed() > deadline:
                     deadline_hit.set()
                     trial_stop.set()
                     return
@@ -123,47 +196,48 @@ class TrialRunner:
 
         def on_epoch(epoch: int, logs: dict | None = None) -> None:
             marks.append(time.monotonic())
-            self.emit("epoch", trial_id=trial_id, epoch=len(marks) - 1, max_epochs=max_epochs, logs=dict(logs or {}))
+            ctx.emit("epoch", trial_id=trial_id, epoch=len(marks) - 1, max_epochs=max_epochs, logs=dict(logs or {}))
             durations = np.diff(marks)
             if len(durations) > 1:
                 steady = float(np.median(durations[1:]))
             else:  # the first epoch includes building and tracing the model
-                steady = self.cost.epoch_s(arch_flops) if self.cost.known else float(durations[0])
-            if len(durations) < max_epochs and self.elapsed() + steady > deadline:
+                steady = ctx.cost.epoch_s(arch_flops) if ctx.cost.known else float(durations[0])
+            if len(durations) < max_epochs and ctx.elapsed() + steady > deadline:
                 deadline_hit.set()  # the next epoch would not fit: end cleanly at this epoch
                 trial_stop.set()
-            self.save_state()
+            ctx.save_state()
 
         def on_batch(batch: int, n_batches: int) -> None:
-            self.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
+            ctx.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
 
-        config = self.train_config(max_epochs)
+        config = ctx.train_config(max_epochs)
         guard = threading.Thread(target=watchdog, name=f"sprout-deadline-{trial_id}", daemon=True)
         guard.start()
         t = time.monotonic()
         try:
-            result = self.trainer.train(arch, self.x_train, self.y_train, self.x_val, self.y_val, config,
-                                        on_epoch=on_epoch, on_batch=on_batch, stop=trial_stop)
+            data = ctx.data
+            result = ctx.trainer.train(arch, data.x_train, data.y_train, data.x_val, data.y_val, config,
+                                       on_epoch=on_epoch, on_batch=on_batch, stop=trial_stop)
         finally:
             done.set()
             guard.join()
         train_s = time.monotonic() - t
-        self.timings.add("training_s", train_s)
+        ctx.timings.add("training_s", train_s)
         epoch_seconds = [round(b - a, 4) for a, b in zip(marks[:-1], marks[1:])]
 
-        status, error = result.status, result.error
+        status, error = TrialStatus(result.status), result.error
         score = result.score
-        if status == "stopped" and not self.stop.is_set() and deadline_hit.is_set():
+        if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit.is_set():
             if result.epochs >= 1 and score is not None:
-                status = "ok"  # cut short by the time budget after whole epochs: a shorter trial, not a broken one
+                status = TrialStatus.OK  # cut short by the time budget after whole epochs: a shorter trial, not a broken one
             else:
                 error = "the time budget ran out before the first epoch ended"
-        elif status == "stopped" and self.stop.is_set():
+        elif status == TrialStatus.STOPPED and ctx.stop.is_set():
             self.stopped_by_user = True
-        if status == "ok" and (score is None or not math.isfinite(float(score))):
-            status, error = "failed", error or "no validation accuracy was measured"
-        trained = result.architecture if status in ("ok", "stopped") else arch.copy(with_weights=False)
-        if status == "stopped" and (result.epochs < 1 or score is None):
+        if status == TrialStatus.OK and (score is None or not math.isfinite(float(score))):
+            status, error = TrialStatus.FAILED, error or "no validation accuracy was measured"
+        trained = result.architecture if status in (TrialStatus.OK, TrialStatus.STOPPED) else arch.copy(with_weights=False)
+        if status == TrialStatus.STOPPED and (result.epochs < 1 or score is None):
             trained = arch.copy(with_weights=False)
         record = self._record(trial_id, trained, parent_id, operations, proposal, status=status, error=error,
                               out_of_memory=bool(getattr(result, "out_of_memory", False)),
@@ -175,24 +249,25 @@ class TrialRunner:
         if record["out_of_memory"]:
             self._lower_limits(arch)
         self._commit(record, trained)
-        self.say(self._progress_line(record))
+        ctx.say(self._progress_line(record))
         return record
 
     def _lower_limits(self, arch: Architecture) -> None:
+        ctx = self.ctx
         new = max(1000, int(OOM_SHRINK * arch.n_params()))
-        if new < self.limits.max_params:
-            self.limits.max_params = new
-            self.searcher.limits = self.limits
-            self.save_state(limits=self.limits.to_dict())  # the lesson survives a restart
-            self.emit("limits", limits=self.limits.to_dict())
-            self.say(f"out of memory: networks are now limited to {new:,} weights")
+        if new < ctx.limits.max_params:
+            ctx.limits.max_params = new
+            self.searcher.limits = ctx.limits
+            ctx.save_state(limits=ctx.limits.to_dict())  # the lesson survives a restart
+            ctx.emit("limits", limits=ctx.limits.to_dict())
+            ctx.say(f"out of memory: networks are now limited to {new:,} weights")
 
     def _progress_line(self, record: dict) -> str:
-        best = self.best_trial(allow_stopped=False)
+        best = self.best(allow_stopped=False)
         head = f"trial {record['id']}  {record['description']}"
-        if record["status"] == "ok":
+        if record["status"] == TrialStatus.OK:
             tail = f"val {record['val_accuracy']:.3f}" + (f"  (best {best.score:.3f})" if best else "")
-        elif record["status"] == "stopped":
+        elif record["status"] == TrialStatus.STOPPED:
             tail = "stopped"
         else:
             tail = f"failed: {record['error']}"

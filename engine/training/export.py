@@ -17,7 +17,6 @@ PosixPath('out/model.tflite')
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import warnings
@@ -27,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import SproutError
+from engine.files import write_labels
 
 FORMATS = {"keras": ".keras", "savedmodel": ".zip", "tflite": ".tflite"}
-LABELS_FILE = "labels.json"
 
 
 def load_model(path: str | os.PathLike):
@@ -78,14 +77,6 @@ def _zip_folder(folder: Path, zip_path: Path, root_name: str) -> None:
                 zf.write(file, Path(root_name) / file.relative_to(folder))
 
 
-def _write_labels(folder: Path, labels: list[str]) -> Path:
-    path = folder / LABELS_FILE
-    tmp = folder / f".{LABELS_FILE}.tmp"
-    tmp.write_text(json.dumps([str(label) for label in labels], indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
 def export(model_path_or_model, fmt: str, out: str | os.PathLike, labels: list[str]) -> Path:
     """Write the model in ``fmt`` ("keras", "savedmodel" or "tflite") and ``labels.json``.
 
@@ -121,7 +112,7 @@ def export(model_path_or_model, fmt: str, out: str | os.PathLike, labels: list[s
                 tmp = work / "model.tflite"
                 tmp.write_bytes(converter.convert())
         os.replace(tmp, target)
-    _write_labels(target.parent, labels)
+    write_labels(target.parent, labels)
     return target
 
 
@@ -185,8 +176,3 @@ def run_exported(path: str | os.PathLike, images: np.ndarray) -> np.ndarray:
     if path.suffix == ".zip" or (path / "saved_model.pb").exists():
         return run_savedmodel(path, images)
     raise SproutError(f"expected a .keras, .zip (SavedModel) or .tflite file, received {path.name}")
-
-
-def read_labels(folder: str | os.PathLike) -> list[str]:
-    """The class names written beside an export."""
-    return list(json.loads((Path(folder) / LABELS_FILE).read_text(encoding="utf-8")))
