@@ -324,7 +324,8 @@ def main() -> None:
     ]
     if d:
         lines += [f"{len(d)} trials: median {np.median(d):.2f} s, max {max(d):.2f} s "
-                  f"(target < {TARGET_NODE_DELAY_S:.0f} s: **{'met' if max(d) < TARGET_NODE_DELAY_S else 'NOT met'}**).",
+                  f"(target < {TARGET_NODE_DELAY_S:.0f} s: "
+                  f"**{'met' if max(d) < TARGET_NODE_DELAY_S else 'NOT met'}**).",
                   "", "| trial | delay (s) |", "|---|---|"]
         lines += [f"| {tid} | {v:.2f} |" for tid, v in sorted(delays.items(), key=lambda kv: int(kv[0]))]
     if missing:

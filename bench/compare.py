@@ -33,12 +33,14 @@ def run_one(method: str, seed: int, data: str, budget: float, out: Path, recipe:
     """Run one search (or the fixed CNN) in a fresh process and return what it measured.
     ``recipe`` (``"key=value,..."``) overrides the searches' training recipe."""
     if method == "fixed":
-        cmd = [sys.executable, "-m", "bench.fixed_cnn", data, "--budget", str(budget), "--seed", str(seed), "--out", str(out)]
+        cmd = [sys.executable, "-m", "bench.fixed_cnn", data, "--budget", str(budget), "--seed", str(seed),
+               "--out", str(out)]
     else:
         cmd = [sys.executable, "-m", "engine", "search", data, "--out", str(out), "--budget", str(budget),
                "--searcher", method, "--seed", str(seed)] + (["--recipe", recipe] if recipe else [])
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -85,7 +87,8 @@ def machine() -> str:
     import numpy
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+            f"Python {platform.python_version()}, "
             f"Keras {keras.__version__} ({keras.backend.backend()}), NumPy {numpy.__version__}, "
             f"load average at the end {load:.2f}, {date.today().isoformat()}")
 
@@ -99,7 +102,8 @@ def table(results: list[dict], methods: list[str], with_test_folder: bool) -> st
         return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
     head = "| method | test acc. (held-out split) |" + (" test acc. (test folder) |" if with_test_folder else "") + \
-           " trials | overhead share | wall s (median) |\n|---|---|" + ("---|" if with_test_folder else "") + "---|---|---|\n"
+           " trials | overhead share | wall s (median) |\n|---|---|" + ("---|" if with_test_folder else "") + \
+           "---|---|---|\n"
     rows = []
     for m in methods:
         rs = [r for r in results if r["method"] == m]
@@ -108,7 +112,8 @@ def table(results: list[dict], methods: list[str], with_test_folder: bool) -> st
         rows.append(f"| {m} | {ms([r['test_accuracy'] for r in rs])} |"
                     + (f" {ms([r.get('test_folder_accuracy') for r in rs])} |" if with_test_folder else "")
                     + f" {statistics.mean(r['trials'] for r in rs):.1f} |"
-                    + (f" {statistics.mean(r['overhead_share'] for r in rs):.1%} |" if rs[0]["overhead_share"] is not None else " – |")
+                    + (f" {statistics.mean(r['overhead_share'] for r in rs):.1%} |"
+                       if rs[0]["overhead_share"] is not None else " – |")
                     + f" {statistics.median(r['process_wall_s'] for r in rs):.0f} |")
     return head + "\n".join(rows) + "\n"
 
@@ -124,7 +129,7 @@ def figure(results: list[dict], path: Path) -> None:
     fig.write_html(path, include_plotlyjs="cdn")
     try:
         fig.write_image(path.with_suffix(".png"))
-    except Exception:  # kaleido is optional
+    except Exception:  # noqa: BLE001 - kaleido is optional, and a missing or broken one only costs the PNG
         pass
 
 

@@ -75,7 +75,8 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     result = evaluate(model, x_te, y_te, list(ds.class_names))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "best_model.keras")
-    (out_dir / "labels.json").write_text(json.dumps({"labels": list(ds.class_names), "image_size": int(ds.images.shape[1]),
+    (out_dir / "labels.json").write_text(json.dumps({"labels": list(ds.class_names),
+                                                     "image_size": int(ds.images.shape[1]),
                                                      "channels": int(ds.images.shape[3])}))
     summary = {"method": "fixed", "seed": seed, "budget_s": budget_s, "wall_s": time.monotonic() - started,
                "test_accuracy": float(result["accuracy"]), "best_val_accuracy": budget.best,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import os
 import platform
 import statistics
@@ -97,7 +96,8 @@ def machine(load_before: tuple[float, ...]) -> list[str]:
     load = lambda xs: " / ".join(f"{x:.1f}" for x in xs)  # noqa: E731
     return [
         f"- Date: {dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}",
-        f"- CPU: {os.cpu_count()} logical cores ({platform.processor() or platform.machine()}), {platform.system()} {platform.release()}",
+        f"- CPU: {os.cpu_count()} logical cores ({platform.processor() or platform.machine()}), "
+        f"{platform.system()} {platform.release()}",
         f"- Python {platform.python_version()}, Pillow {PIL.__version__}, numpy {np.__version__}",
         f"- Load average (1/5/15 min) before: {load(load_before)}, after: {load(os.getloadavg())} "
         "(other processes share the machine; times are wall-clock)",

@@ -150,7 +150,8 @@ def main() -> None:
         morphism.random_morph(bare, rng)
     unweighted_ms = 1e3 * (time.perf_counter() - t) / n
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?") \
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               "?") \
         if Path("/proc/cpuinfo").exists() else platform.processor()
     worst_points = max(abs(a - parent_acc) * 100 for _, accs, _ in rows for a in accs)
     lines = [

@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {header}; niceness {nice}.",
         "",
         *([f"Timings taken at niceness {nice}, beside other work on the machine"
-           + (f" ({args.note})" if args.note else "") + ": they are upper bounds.", ""] if nice > 0 or args.note else []),
+           + (f" ({args.note})" if args.note else "") + ": they are upper bounds.", ""]
+          if nice > 0 or args.note else []),
         f"Medians of {args.repeats} runs; wall-clock seconds, with this process's CPU seconds in brackets "
         "(the machine is shared: when its load is above its CPU count, wall time exceeds CPU time). "
         "Trained networks: distinct random morph chains (1-8 steps) of the seed CNN for 32x32x3 inputs. "
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {n} | {m['dist_wall']:.3f} ({m['dist_cpu']:.3f}) | {m['row_wall']:.4f} ({m['row_cpu']:.4f}) | "
             f"{m['fit_wall']:.3f} ({m['fit_cpu']:.3f}) | {m['acq_wall']:.3f} ({m['acq_cpu']:.3f}) | "
             f"{m['jitter']:.0e} | {m['steps']:.0f} | {m['py_peak_mib']:.1f} ({m['dist_peak_mib']:.1f} / "
-            f"{m['fit_peak_mib']:.1f} / {m['acq_peak_mib']:.1f}) | {m['max_rss_mib']:.0f} ({m['rss_before_mib']:.0f}) |")
+            f"{m['fit_peak_mib']:.1f} / {m['acq_peak_mib']:.1f}) | {m['max_rss_mib']:.0f} "
+            f"({m['rss_before_mib']:.0f}) |")
     by_n = dict(rows)
     if 100 in by_n:
         d, a = by_n[100]["dist_wall"], by_n[100]["acq_wall"]

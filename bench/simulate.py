@@ -175,7 +175,8 @@ def _run_star(args):
 
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python {platform.python_version()}, "
+    return (f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"Python {platform.python_version()}, "
             f"numpy {np.__version__}, scipy {scipy.__version__}, load average {load:.1f} at the start, "
             f"{_dt.date.today().isoformat()}")
 
@@ -197,7 +198,8 @@ def report(results: list[dict], specs: list[str], args, threshold: float, best_s
         f"never reaches the value counts as {args.budget + 1}. Bayesian time cap per proposal: "
         f"{'none' if args.time_cap is None else f'{args.time_cap} s'}.",
         "",
-        "| searcher | mean proposals ± s.e. | median | reached (of seeds) | mean best value | s per proposal (median) |",
+        "| searcher | mean proposals ± s.e. | median | reached (of seeds) | mean best value "
+        "| s per proposal (median) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for spec in specs:
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.simulate", description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0,
-                        help="seeds are FIRST..FIRST+SEEDS-1 (e.g. 20 to check defaults on seeds they were not tuned on)")
+                        help="seeds are FIRST..FIRST+SEEDS-1 "
+                             "(e.g. 20 to check defaults on seeds they were not tuned on)")
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--samples", type=int, default=3000, help="random chains for the top-1%% estimate")
     parser.add_argument("--depth", type=int, default=16, help="longest random chain for the top-1%% estimate")
@@ -249,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     threshold, best_seen = top_percent_value(args.samples, args.depth)
     print(f"top-1% value {threshold:.4f} (best sampled {best_seen:.4f})", file=sys.stderr)
-    jobs = [(spec, seed, args.budget, threshold, args.time_cap) for seed in range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(spec, seed, args.budget, threshold, args.time_cap)
+            for seed in range(args.first_seed, args.first_seed + args.seeds)
             for spec in specs]
     results = []
     with ProcessPoolExecutor(args.processes) as pool:

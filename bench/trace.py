@@ -31,7 +31,8 @@ def read_trials(folder: Path) -> list[dict]:
     """The finished (status ok) trial records of one run folder, in the order they ran."""
     from engine.search.folder import read_jsonl  # the run folder's own reader: a torn last line is skipped
 
-    return [r for r in read_jsonl(folder / "trials.jsonl") if r.get("status") == "ok" and r.get("val_accuracy") is not None]
+    return [r for r in read_jsonl(folder / "trials.jsonl")
+            if r.get("status") == "ok" and r.get("val_accuracy") is not None]
 
 
 def lineage(trials: list[dict], trial_id: str) -> list[dict]:
@@ -107,7 +108,8 @@ def report(runs: list[dict], title: str) -> str:
     """A markdown table per method (means over seeds) and one row per run."""
     methods = list(dict.fromkeys(r["method"] for r in runs))
     fmt = lambda v, f: "–" if v is None else format(v, f)  # noqa: E731
-    lines = [f"# {title}", "", "Means over seeds. *New best*: children that beat every earlier trial. *From incumbent*: "
+    lines = [f"# {title}", "",
+             "Means over seeds. *New best*: children that beat every earlier trial. *From incumbent*: "
              "children whose parent was the best network at the time. *Best lineage*: the best trial's number of "
              "morphisms from the seed and the epochs trained along that chain (inherited training). *GP*: rank "
              "correlation of predicted and observed validation accuracy over the proposals, mean absolute error, "
@@ -120,7 +122,8 @@ def report(runs: list[dict], title: str) -> str:
                      f"{fmt(_mean(rows, 'new_best'), '.1f')} / {fmt(_mean(rows, 'children'), '.1f')} | "
                      f"{fmt(_mean(rows, 'from_incumbent'), '.1f')} | {fmt(_mean(rows, 'best_depth'), '.1f')}, "
                      f"{fmt(_mean(rows, 'best_epochs'), '.0f')} | {fmt(_mean(rows, 'best_params'), ',.0f')} | "
-                     f"{fmt(_mean(rows, 'rho'), '.2f')} | {fmt(_mean(rows, 'mae'), '.3f')} | {fmt(_mean(rows, 'covered'), '.0%')} |")
+                     f"{fmt(_mean(rows, 'rho'), '.2f')} | {fmt(_mean(rows, 'mae'), '.3f')} | "
+                     f"{fmt(_mean(rows, 'covered'), '.0%')} |")
     lines += ["", "Per run:", "", "| method | seed | trials | new best | from incumbent | best steps | best epochs "
               "| best validation | held-out test | GP rho |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:

@@ -60,7 +60,6 @@ def _data(n: int, side: int, seed: int = 0):
 def measure(n: int, side: int, rounds: int, jit: str) -> dict:
     """In this process: every variant, interleaved; best training images/s of each."""
     import keras
-    import numpy as np
 
     from engine.nas.architecture import init_weights, seed_architecture
     from engine.training import trainer

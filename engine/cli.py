@@ -250,24 +250,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="report on a labelled image folder or zip, as JSON")
     p.add_argument("data", help="a folder with one sub-folder per class, or a .zip of one")
-    p.add_argument("--image-size", type=int, default=None, help="side of the square input (default: chosen from the data)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side of the square input (default: chosen from the data)")
     p.add_argument("--channels", choices=["auto", "1", "3"], default="auto")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("search", help="search for a network within a time budget; writes a run folder")
     p.add_argument("data", help='a labelled image folder, a .zip of one, or "sample" (the built-in digits)')
-    p.add_argument("--out", required=True, help="the run folder to write (new or empty; with --resume, the run to continue)")
+    p.add_argument("--out", required=True,
+                   help="the run folder to write (new or empty; with --resume, the run to continue)")
     p.add_argument("--budget", type=_positive_float, default=None,
-                   help="seconds for everything, final model included (required unless --resume: a resumed run keeps its budget)")
+                   help="seconds for everything, final model included "
+                        "(required unless --resume: a resumed run keeps its budget)")
     p.add_argument("--searcher", choices=["bayesian", "random", "bfs"], default="bayesian")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_positive_int, default=None, help="side of the square input (default: chosen from the data)")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="side of the square input (default: chosen from the data)")
     p.add_argument("--max-epochs", type=_positive_int, default=None,
-                   help="most epochs per trial (default: the recipe's, more for the seed network than for those that inherit weights)")
+                   help="most epochs per trial (default: the recipe's, more for the seed network "
+                        "than for those that inherit weights)")
     p.add_argument("--recipe", type=_recipe, default=None, metavar="KEY=VALUE,...",
                    help="override the training recipe chosen from the data, e.g. flip=false,shift=0 "
                         "(keys: shift, flip, batch_size, schedule, seed_epochs, child_epochs, final_epochs)")
-    p.add_argument("--max-trials", type=_positive_int, default=None, help="stop proposing after this many trials (default: the budget decides)")
+    p.add_argument("--max-trials", type=_positive_int, default=None,
+                   help="stop proposing after this many trials (default: the budget decides)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after a crash")
     p.set_defaults(func=_cmd_search)
 

@@ -144,7 +144,8 @@ def source_of(token: str | None):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def load_report(token: str, image_size: int | None = None, per_class: int = 6) -> tuple[dict, dict[str, list[np.ndarray]]]:
+def load_report(token: str, image_size: int | None = None,
+                per_class: int = 6) -> tuple[dict, dict[str, list[np.ndarray]]]:
     """The data report (as a dict) and a few decoded thumbnails per class (as the network sees them)."""
     from engine.data import ingest as data
 

@@ -12,7 +12,8 @@ from engine.data import sources
 from engine.data.report import FEW_IMAGES  # the data report warns below this many images per class
 from engine.errors import SproutError
 from views.common import (
-    SAMPLE, chosen_size, data_label, forget_finished_run, get_state, load_report, new_upload_dir, page_button, set_state,
+    SAMPLE, chosen_size, data_label, forget_finished_run, get_state, load_report, new_upload_dir, page_button,
+    set_state,
 )
 
 SIZES = [16, 24, 28, 32, 40, 48, 56, 64, 96, 128]

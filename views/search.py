@@ -10,8 +10,8 @@ from engine.figures.tree import FINAL, selected_trial, tree_figure
 from engine.nas.operations import describe_all
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
-    chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry, run_picker,
-    set_state, snapshot, source_of, status_words,
+    chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry,
+    run_picker, set_state, snapshot, source_of, status_words,
 )
 
 SEARCHERS = {
@@ -49,7 +49,8 @@ def start_form() -> None:
                    f"{report['image_size']}×{report['image_size']} pixels.")
         c1, c2 = st.columns([2, 3])
         minutes = c1.number_input("Time budget (minutes)", min_value=1, max_value=240, value=5, step=1,
-                                  key="budget_min", help="The search, the final test and the export all fit in this time.")
+                                  key="budget_min",
+                                  help="The search, the final test and the export all fit in this time.")
         searcher = c2.selectbox("How to choose the next network", list(SEARCHERS), format_func=SEARCHERS.get,
                                 key="searcher")
         with st.expander("Advanced settings"):
@@ -109,15 +110,18 @@ def status_row(snap: dict) -> None:
     head, stop_col = st.columns([5, 1], vertical_alignment="center")
     head.subheader(status_words(snap), anchor=False)
     if is_active(snap):
-        if stop_col.button("Stop", icon=":material/stop:", key="stop", help="Stops now and keeps the best network so far"):
+        if stop_col.button("Stop", icon=":material/stop:", key="stop",
+                           help="Stops now and keeps the best network so far"):
             registry().stop(snap["run_id"])
             st.toast("Stopping… the best network so far is being tested and saved.", icon=":material/stop_circle:")
     if snap.get("status") == RunStatus.FAILED and snap.get("error"):
         st.error(snap["error"], icon=":material/error:")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(f"Time used (budget {fmt_duration(budget)})", fmt_duration(elapsed))
-    c2.metric("Networks trained", f"{len(ok)}" + (f" (+{len(trials) - len(ok)} failed)" if len(trials) > len(ok) else ""))
-    c3.metric("Best validation accuracy", f"{best['val_accuracy']:.1%}" if best.get("val_accuracy") is not None else "–",
+    c2.metric("Networks trained",
+              f"{len(ok)}" + (f" (+{len(trials) - len(ok)} failed)" if len(trials) > len(ok) else ""))
+    c3.metric("Best validation accuracy",
+              f"{best['val_accuracy']:.1%}" if best.get("val_accuracy") is not None else "–",
               help="Share of the held-back validation images the best network gets right.")
     c4.metric("Device", snap.get("device") or "–")
     if budget and is_active(snap):

@@ -59,7 +59,8 @@ def stratified_split(labels: np.ndarray, test: float = 0.15, val: float = 0.15, 
         parts["test"].append(idx[:n_test])
         parts["val"].append(idx[n_test:n_test + n_val])
         parts["train"].append(idx[n_test + n_val:])
-    return Split(**{k: np.sort(np.concatenate(v or [np.empty(0, np.int64)])).astype(np.int64) for k, v in parts.items()})
+    return Split(**{k: np.sort(np.concatenate(v or [np.empty(0, np.int64)])).astype(np.int64)
+                    for k, v in parts.items()})
 
 
 def _split_counts(n: int, test: float, val: float) -> tuple[int, int]:

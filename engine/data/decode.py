@@ -109,7 +109,7 @@ def to_l_or_rgb(image: Image.Image) -> Image.Image:
     image.load()  # Image.open leaves animated files on frame 0; decoding errors raise here
     try:
         image = ImageOps.exif_transpose(image) or image
-    except Exception:  # broken EXIF metadata: keep the stored orientation
+    except Exception:  # noqa: BLE001 - broken EXIF metadata (Pillow raises many kinds): keep the stored orientation
         pass
     mode = image.mode
     if mode in ("L", "RGB"):

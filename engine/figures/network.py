@@ -46,16 +46,16 @@ def network_dot(arch: dict, rankdir: str = "TB", title: str | None = None) -> st
         from engine.nas.architecture import Architecture
 
         shapes = Architecture.from_dict(arch).shapes()
-    except Exception:  # a drawing must not fail on a shape it cannot work out
+    except Exception:  # noqa: BLE001 - a drawing must not fail on a shape it cannot work out
         in_shape = arch.get("input_shape")
         shapes = {0: tuple(in_shape)} if in_shape else {}
-    roles = {int(l["id"]): l.get("role", "main") for l in layers}
+    roles = {int(layer["id"]): layer.get("role", "main") for layer in layers}
     lines = [
         "digraph network {",
         f'  graph [rankdir={rankdir}, nodesep=0.25, ranksep=0.22, bgcolor="transparent", fontname="Helvetica"'
         + (f', label="{_dot_escape(title)}", labelloc=t, fontsize=14' if title else "") + "];",
-        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, height=0.32, margin="0.12,0.04", '
-        f'color="#868e96", fontcolor="{INK}"];',
+        '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10, height=0.32, '
+        f'margin="0.12,0.04", color="#868e96", fontcolor="{INK}"];',
         '  edge [color="#868e96", arrowsize=0.6];',
     ]
     in_shape = shapes.get(0) or tuple(arch.get("input_shape") or ())

@@ -11,7 +11,8 @@ import plotly.graph_objects as go
 from engine.figures.style import AMBER, DARK_GREEN, GREEN, GRID, LEAF, apply_layout, empty_figure
 
 
-def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[str], height: int | None = None) -> go.Figure:
+def confusion_figure(confusion: Sequence[Sequence[int]], class_names: Sequence[str],
+                     height: int | None = None) -> go.Figure:
     """Counts of test images by true class (rows) and predicted class (columns); colour is the
     share of the row, so small classes are as visible as big ones."""
     z = np.asarray(confusion, dtype=float)

@@ -122,7 +122,8 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
 
     # trained nodes, coloured by accuracy
     oks = [n for n in g.nodes if n != ROOT and not g.nodes[n]["in_flight"]
-           and (g.nodes[n]["trial"] or {}).get("status") == "ok" and g.nodes[n]["trial"].get("val_accuracy") is not None]
+           and (g.nodes[n]["trial"] or {}).get("status") == "ok"
+           and g.nodes[n]["trial"].get("val_accuracy") is not None]
     bad = [n for n in g.nodes if n != ROOT and not g.nodes[n]["in_flight"] and n not in oks]
     accs = [g.nodes[n]["trial"]["val_accuracy"] for n in oks]
     lo, hi = accuracy_range(accs)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.files import atomic_write_bytes
+
 KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "dropout", "softmax", "add", "concat")
 WEIGHTED = ("conv", "bn", "dense")
 CHANNELWISE = ("bn", "relu", "maxpool", "avgpool", "dropout", "gap")
@@ -54,11 +56,13 @@ class Layer:
     role: str = "main"
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "inputs": list(self.inputs), "config": dict(self.config), "role": self.role}
+        return {"id": self.id, "kind": self.kind, "inputs": list(self.inputs), "config": dict(self.config),
+                "role": self.role}
 
     @staticmethod
     def from_dict(d: dict) -> "Layer":
-        return Layer(int(d["id"]), d["kind"], [int(i) for i in d["inputs"]], dict(d.get("config", {})), d.get("role", "main"))
+        return Layer(int(d["id"]), d["kind"], [int(i) for i in d["inputs"]], dict(d.get("config", {})),
+                     d.get("role", "main"))
 
 
 @dataclass
@@ -105,7 +109,7 @@ class Architecture:
         for layer in self.layers:
             if layer.id == layer_id:
                 return layer
-        raise KeyError(f"no layer with id {layer_id} (ids: {[l.id for l in self.layers]})")
+        raise KeyError(f"no layer with id {layer_id} (ids: {[layer.id for layer in self.layers]})")
 
     def consumers(self, node: int) -> list[Layer]:
         """The layers that read node ``node``."""
@@ -121,14 +125,14 @@ class Architecture:
     def skip_connections(self) -> list[tuple[int, int, str]]:
         """Each skip as (start index, end index, "add"|"concat"), indices into :meth:`main_chain`."""
         index = {layer.id: i for i, layer in enumerate(self.main_chain())}
-        return [(index[l.config["start"]], index[l.config["end"]], l.kind)
-                for l in self.layers if l.kind in ("add", "concat")]
+        return [(index[layer.config["start"]], index[layer.config["end"]], layer.kind)
+                for layer in self.layers if layer.kind in ("add", "concat")]
 
     def output_node(self, layer_id: int) -> int:
         """The node the next main-chain layer reads after main layer ``layer_id``
         (the layer's own output, or the last merge that a skip put after it)."""
         chain = self.main_chain()
-        ids = [l.id for l in chain]
+        ids = [layer.id for layer in chain]
         i = ids.index(layer_id)
         if i + 1 == len(chain):
             return layer_id
@@ -143,7 +147,7 @@ class Architecture:
         return shapes
 
     def depth(self) -> int:
-        return sum(1 for l in self.main_chain() if l.kind in ("conv", "dense"))
+        return sum(1 for layer in self.main_chain() if layer.kind in ("conv", "dense"))
 
     def flops(self) -> float:
         """Multiply-adds of one example's forward pass (a proxy for training time)."""
@@ -200,16 +204,18 @@ class Architecture:
     def summary(self) -> str:
         """A one-line description, e.g. ``conv32 conv64 conv64 | dense64 | 1 skip``."""
         chain = self.main_chain()
-        convs = " ".join(f"conv{l.config['filters']}" + (f"k{l.config['kernel']}" if l.config["kernel"] != 3 else "")
-                         for l in chain if l.kind == "conv")
-        dense = " ".join(f"dense{l.config['units']}" for l in chain if l.kind == "dense")
+        convs = " ".join(f"conv{layer.config['filters']}"
+                         + (f"k{layer.config['kernel']}" if layer.config["kernel"] != 3 else "")
+                         for layer in chain if layer.kind == "conv")
+        dense = " ".join(f"dense{layer.config['units']}" for layer in chain if layer.kind == "dense")
         n_skip = len(self.skip_connections())
         skips = f" | {n_skip} skip" + ("s" if n_skip != 1 else "") if n_skip else ""
         return f"{convs} | {dense}{skips}"
 
     def copy(self, with_weights: bool = True) -> "Architecture":
         """A deep copy of the structure; weight arrays are shared (they are never mutated)."""
-        other = Architecture(tuple(self.input_shape), self.n_classes, [Layer.from_dict(l.to_dict()) for l in self.layers],
+        other = Architecture(tuple(self.input_shape), self.n_classes,
+                             [Layer.from_dict(layer.to_dict()) for layer in self.layers],
                              self.id, self.parent_id, copy.deepcopy(self.operations), None)
         if with_weights and self.weights is not None:
             other.weights = {k: list(v) for k, v in self.weights.items()}
@@ -219,7 +225,7 @@ class Architecture:
     def to_dict(self) -> dict:
         return {"format": "sprout-architecture/1", "id": self.id, "parent_id": self.parent_id,
                 "input_shape": list(self.input_shape), "n_classes": self.n_classes,
-                "operations": self.operations, "layers": [l.to_dict() for l in self.layers]}
+                "operations": self.operations, "layers": [layer.to_dict() for layer in self.layers]}
 
     def to_json(self) -> str:
         """The structure and history as JSON; weights are saved beside it (see :meth:`save`)."""
@@ -228,9 +234,10 @@ class Architecture:
     @staticmethod
     def from_dict(d: dict) -> "Architecture":
         if d.get("format") != "sprout-architecture/1":
-            raise ValueError(f"expected an architecture with format 'sprout-architecture/1', received {d.get('format')!r}")
+            raise ValueError("expected an architecture with format 'sprout-architecture/1', "
+                             f"received {d.get('format')!r}")
         arch = Architecture(tuple(int(x) for x in d["input_shape"]), int(d["n_classes"]),
-                            [Layer.from_dict(l) for l in d["layers"]], d.get("id"), d.get("parent_id"),
+                            [Layer.from_dict(layer) for layer in d["layers"]], d.get("id"), d.get("parent_id"),
                             list(d.get("operations", [])))
         arch.shapes()  # validate
         return arch
@@ -253,7 +260,7 @@ class Architecture:
             os.replace(tmp, folder / "weights.npz")
         elif (folder / "weights.npz").exists():
             (folder / "weights.npz").unlink()  # stale weights of another architecture must not be loaded with this one
-        _atomic_write_text(folder / "architecture.json", self.to_json())
+        atomic_write_bytes(folder / "architecture.json", self.to_json().encode("utf-8"))
 
     @staticmethod
     def load(folder: str | os.PathLike) -> "Architecture":
@@ -267,15 +274,6 @@ class Architecture:
                     weights.setdefault(int(lid), []).append(npz[key])
             arch.weights = weights
         return arch
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _output_shape(layer: Layer, ins: list[tuple[int, ...]], n_classes: int) -> tuple[int, ...]:

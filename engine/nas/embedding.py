@@ -69,4 +69,5 @@ def make_embedding(kind: str = "landmark", seed: int = 0) -> BourgainEmbedding:
     sizes 1, 2, 4, ...)."""
     if kind not in ("landmark", "bourgain"):
         raise ValueError(f"embedding should be 'landmark' or 'bourgain'; received {kind!r}")
-    return BourgainEmbedding(seed=seed, singletons=True, max_size=1) if kind == "landmark" else BourgainEmbedding(seed=seed)
+    return (BourgainEmbedding(seed=seed, singletons=True, max_size=1) if kind == "landmark"
+            else BourgainEmbedding(seed=seed))

@@ -39,7 +39,8 @@ def blas_single_thread():
     return _threadpool_limits(1, "blas")
 
 
-def cholesky_jitter(k: np.ndarray, start: float = JITTER_START, max_jitter: float = JITTER_MAX) -> tuple[np.ndarray, float]:
+def cholesky_jitter(k: np.ndarray, start: float = JITTER_START,
+                    max_jitter: float = JITTER_MAX) -> tuple[np.ndarray, float]:
     """Lower Cholesky factor of ``k``, adding jitter * I (0, then start, x10 each try up to
     max_jitter) until it succeeds. Returns (L, jitter used). Raises LinAlgError if even
     max_jitter fails; no row or column is ever dropped."""
@@ -121,7 +122,8 @@ class GaussianProcess:
         bounds = [tuple(b) for b in self._kernel().bounds] + [(math.log(lo_n), math.log(hi_n))]
         best = (math.inf, None)
         for ell0 in starts_l:
-            x0 = np.clip([*self._kernel(ell0).theta, math.log(self.noise)], [b[0] for b in bounds], [b[1] for b in bounds])
+            x0 = np.clip([*self._kernel(ell0).theta, math.log(self.noise)],
+                         [b[0] for b in bounds], [b[1] for b in bounds])
             res = minimize(self._neg_lml, x0, args=(d2, y), jac=True, method="L-BFGS-B",
                            bounds=bounds, options={"maxiter": 50})
             if res.fun < best[0]:

@@ -92,7 +92,7 @@ def wider(arch: Architecture, rng: np.random.Generator, limits: Limits | None = 
     params = measure(arch, net.shapes)[0]
     groups = channel_groups(arch)
     output_dense = net.chain[net.out].id
-    candidates = [l for l in arch.layers if l.kind in ("conv", "dense") and l.id != output_dense]
+    candidates = [layer for layer in arch.layers if layer.kind in ("conv", "dense") and layer.id != output_dense]
     for c in rng.permutation(len(candidates))[:MAX_TRIES]:
         layer = candidates[c]
         width = net.width(layer.id)
@@ -130,7 +130,7 @@ def _skip(kind: str, arch: Architecture, rng: np.random.Generator, limits: Limit
     net = Net(arch)
     params, act, _ = measure(arch, net.shapes)
     merge = "add" if kind == "add_skip" else "concat"
-    existing = {(l.config.get("start"), l.config.get("end")) for l in arch.layers if l.kind == merge}
+    existing = {(layer.config.get("start"), layer.config.get("end")) for layer in arch.layers if layer.kind == merge}
     pairs = []
     for j in range(2, net.gap):
         for i in range(j - 1):

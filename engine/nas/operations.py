@@ -38,7 +38,8 @@ def _sentence(op: dict) -> str | None:
     kind = op.get("op")
     if kind == "deeper":
         what = f"a {op['kernel']}x{op['kernel']} conv" if op["part"] == "conv" else "a dense layer"
-        return f"deepen after {op.get('after_kind', 'layer')} {op['after']} with {what}" + (" + ReLU" if op.get("relu") else "")
+        return (f"deepen after {op.get('after_kind', 'layer')} {op['after']} with {what}"
+                + (" + ReLU" if op.get("relu") else ""))
     if kind == "wider":
         unit = "filters" if op.get("kind", "conv") == "conv" else "units"
         return f"widen {op.get('kind', 'layer')} {op['layer']} by {op['add']} {unit}"

@@ -102,7 +102,8 @@ class RandomSearcher(Searcher):
             if child is not None:
                 return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
                                 reason=explain_random(child.parent_id, child.operations))
-        raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
+        raise SproutError("no new architecture can be proposed: "
+                          "the allowed changes of the trained networks are used up")
 
 
 class BFSSearcher(Searcher):
@@ -163,7 +164,8 @@ class BFSSearcher(Searcher):
         # Everything reachable breadth-first is tried: fall back to a random change of the best.
         child = self._unseen_morph(_trained_arch(best), seen)
         if child is None:
-            raise SproutError("no new architecture can be proposed: the allowed changes of the trained networks are used up")
+            raise SproutError("no new architecture can be proposed: "
+                              "the allowed changes of the trained networks are used up")
         return Proposal(child, str(child.parent_id), list(child.operations), searcher=self.name,
                         reason=explain_bfs(child.parent_id, child.operations, used_up=True))
 
@@ -182,8 +184,8 @@ class BayesianSearcher(Searcher):
     the GP at every ``propose``. Parameters: see :func:`engine.nas.acquisition.optimize_acquisition`
     (beta ... max_steps), :class:`engine.nas.gp.ArchitectureGP` (embedding) and the GP's scale with a
     single trial (``prior_std``, in accuracy units). ``beta`` defaults to
-    :data:`engine.nas.acquisition.SEARCH_BETA` (1.5), not DESIGN's 2.576: with the annealing search maximising UCB thoroughly, 2.576 over-explores
-    (bench/results/simulate.md). With a time cap the proposal depends on
+    :data:`engine.nas.acquisition.SEARCH_BETA` (1.5), not DESIGN's 2.576: with the annealing search
+    maximising UCB thoroughly, 2.576 over-explores (bench/results/simulate.md). With a time cap the proposal depends on
     the machine's speed; without one, same seed and history give the same proposal.
     """
 

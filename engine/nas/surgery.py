@@ -179,7 +179,7 @@ def apply_op(arch: Architecture, op: dict, limits: Limits | None = None, net: Ne
     """The child of ``arch`` under the recorded operation ``op`` (structure, and weights when
     ``arch`` is weighted). With ``limits``, raises :class:`NotApplicable` before any weight
     work when the child would break them. ``net`` is ``Net(arch)`` when the caller has it."""
-    layers = [Layer(l.id, l.kind, list(l.inputs), dict(l.config), l.role) for l in arch.layers]
+    layers = [Layer(layer.id, layer.kind, list(layer.inputs), dict(layer.config), layer.role) for layer in arch.layers]
     net = net or Net(arch)
     kind = op.get("op")
     if kind == "deeper":
@@ -206,7 +206,7 @@ def apply_op(arch: Architecture, op: dict, limits: Limits | None = None, net: Ne
 
 
 def _insert_before(layers: list[Layer], before_id: int, new: list[Layer]) -> None:
-    pos = next(i for i, l in enumerate(layers) if l.id == before_id)
+    pos = next(i for i, layer in enumerate(layers) if layer.id == before_id)
     layers[pos:pos] = new
 
 
@@ -237,14 +237,15 @@ def _deeper(net: Net, layers: list[Layer], op: dict):
         k = int(op["kernel"])
         if k not in (1, 3, 5):
             raise NotApplicable(f"deeper: expected a kernel of 1, 3 or 5, received {k}")
-        new = [Layer(ids[0], "conv", [src], {"filters": width, "kernel": k, "stride": 1}), Layer(ids[1], "bn", [ids[0]])]
+        new = [Layer(ids[0], "conv", [src], {"filters": width, "kernel": k, "stride": 1}),
+               Layer(ids[1], "bn", [ids[0]])]
     else:
         new = [Layer(ids[0], "dense", [src], {"units": width})]
     if op["relu"]:
         new.append(Layer(ids[-1], "relu", [new[-1].id]))
     nxt = net.chain[i + 1].id
     _insert_before(layers, nxt, new)
-    next(l for l in layers if l.id == nxt).inputs[0] = new[-1].id
+    next(layer for layer in layers if layer.id == nxt).inputs[0] = new[-1].id
 
     def edit(weights: dict) -> None:
         eye = np.arange(width)
@@ -261,7 +262,8 @@ def _deeper(net: Net, layers: list[Layer], op: dict):
 
 def _wider(net: Net, layers: list[Layer], op: dict):
     layer_id, add = int(op["layer"]), int(op["add"])
-    if layer_id not in net.by_id or net.by_id[layer_id].kind not in ("conv", "dense") or layer_id == net.chain[net.out].id:
+    if (layer_id not in net.by_id or net.by_id[layer_id].kind not in ("conv", "dense")
+            or layer_id == net.chain[net.out].id):
         raise NotApplicable(f"layer {layer_id} is not a conv or hidden dense layer")
     sources = np.asarray(op["sources"], dtype=np.int64)
     width = net.width(layer_id)
@@ -316,7 +318,8 @@ def _skip(net: Net, layers: list[Layer], op: dict):
     pools = skip_pools(net, start, end)
     if pools is None:
         raise NotApplicable(f"no skip fits from layer {start} to layer {end}")
-    if any(l.kind == merge and l.config.get("start") == start and l.config.get("end") == end for l in net.arch.layers):
+    if any(layer.kind == merge and layer.config.get("start") == start and layer.config.get("end") == end
+           for layer in net.arch.layers):
         raise NotApplicable(f"a {merge} skip from layer {start} to layer {end} exists already")
     ids = _fresh(net, op["new_ids"])
     if len(ids) != len(pools) + 2:
@@ -336,7 +339,7 @@ def _skip(net: Net, layers: list[Layer], op: dict):
         new.append(Layer(ids[-1], "conv", [ids[-2]], {"filters": c_dst, "kernel": 1, "stride": 1}, "skip"))
     nxt = net.chain[net.index[end] + 1].id
     _insert_before(layers, nxt, new)
-    next(l for l in layers if l.id == nxt).inputs[0] = ids[-1]
+    next(layer for layer in layers if layer.id == nxt).inputs[0] = ids[-1]
 
     def edit(weights: dict) -> None:
         if merge == "add":

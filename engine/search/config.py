@@ -35,7 +35,8 @@ class SearchConfig:
         """Raise SproutError naming the first field that is out of range (by its field name:
         the CLI translates field names into its flags, the app never shows flags)."""
         if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
-            raise SproutError(f"budget_s (the time budget) must be a positive number of seconds; received {self.budget_s!r}")
+            raise SproutError("budget_s (the time budget) must be a positive number of seconds; "
+                              f"received {self.budget_s!r}")
         if self.searcher not in SEARCHERS:
             raise SproutError(f"unknown searcher {self.searcher!r}; expected bayesian, random or bfs")
         if self.max_epochs is not None and self.max_epochs < 1:

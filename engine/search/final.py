@@ -100,7 +100,8 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
         done.set()
         guard.join()
     ctx.timings.add("training_s", time.monotonic() - t)
-    if result.status in (TrialStatus.OK, TrialStatus.STOPPED) and result.epochs >= 1 and result.architecture.weights is not None:
+    if (result.status in (TrialStatus.OK, TrialStatus.STOPPED) and result.epochs >= 1
+            and result.architecture.weights is not None):
         out = result.architecture
         out.id, out.parent_id, out.operations = arch.id, arch.parent_id, arch.operations
         return out, True, int(result.epochs)

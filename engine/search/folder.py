@@ -133,7 +133,8 @@ class RunFolder:
         if self.root.exists() and not self.root.is_dir():
             raise SproutError(f"{self.root} is a file, not a folder; choose another out_dir folder.")
         if self.exists():
-            raise SproutError(f"{self.root} already holds a search run; resume it (resume=True) or choose another out_dir folder.")
+            raise SproutError(f"{self.root} already holds a search run; "
+                              "resume it (resume=True) or choose another out_dir folder.")
         if self.root.is_dir() and any(p for p in self.root.iterdir() if not p.name.startswith(".")):
             raise SproutError(f"{self.root} is not empty; choose an empty or new folder for the run.")
 

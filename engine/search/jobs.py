@@ -92,7 +92,8 @@ class Registry:
             monitor = RunMonitor(run_id, run_dir, config)
             stop = threading.Event()
             thread = threading.Thread(target=self._work, name=f"sprout-run-{run_id}", daemon=True,
-                                      args=(run_id, data_dir, run_dir, config, monitor, stop, resume_run_id is not None))
+                                      args=(run_id, data_dir, run_dir, config, monitor, stop,
+                                            resume_run_id is not None))
             self._jobs[run_id] = _Job(run_id, run_dir, config, monitor, thread, stop)
             self._disk_cache.pop(run_id, None)
             thread.start()

@@ -111,7 +111,8 @@ class RunMonitor:
                 self.cache.add(arch)
                 self._ok_ids.append(str(trial["id"]))
                 s["distances"] = {"ids": list(self._ok_ids),
-                                  "matrix": [[round(float(v), 6) for v in row] for row in self.cache.matrix(self._ok_ids)]}
+                                  "matrix": [[round(float(v), 6) for v in row]
+                                             for row in self.cache.matrix(self._ok_ids)]}
             except (ValueError, KeyError) as exc:  # a damaged architecture must not break the page
                 log.warning("trial %s: no distances (%s)", trial.get("id"), exc)
             if s["best"] is None or (trial.get("val_accuracy") or 0) > s["best"]["val_accuracy"]:

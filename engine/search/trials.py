@@ -140,7 +140,8 @@ class TrialRunner:
         ctx = self.ctx
         prediction = None
         if proposal is not None and proposal.mean is not None:
-            prediction = {"mean": proposal.mean, "sigma": proposal.sigma, "ucb": proposal.ucb, "reason": proposal.reason}
+            prediction = {"mean": proposal.mean, "sigma": proposal.sigma, "ucb": proposal.ucb,
+                          "reason": proposal.reason}
         elif proposal is not None:
             prediction = {"mean": None, "sigma": None, "ucb": None, "reason": proposal.reason}
         record = {"id": trial_id, "parent_id": None if parent_id is None else str(parent_id),
@@ -229,14 +230,16 @@ class TrialRunner:
         score = result.score
         if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit.is_set():
             if result.epochs >= 1 and score is not None:
-                status = TrialStatus.OK  # cut short by the time budget after whole epochs: a shorter trial, not a broken one
+                # cut short by the time budget after whole epochs: a shorter trial, not a broken one
+                status = TrialStatus.OK
             else:
                 error = "the time budget ran out before the first epoch ended"
         elif status == TrialStatus.STOPPED and ctx.stop.is_set():
             self.stopped_by_user = True
         if status == TrialStatus.OK and (score is None or not math.isfinite(float(score))):
             status, error = TrialStatus.FAILED, error or "no validation accuracy was measured"
-        trained = result.architecture if status in (TrialStatus.OK, TrialStatus.STOPPED) else arch.copy(with_weights=False)
+        trained = (result.architecture if status in (TrialStatus.OK, TrialStatus.STOPPED)
+                   else arch.copy(with_weights=False))
         if status == TrialStatus.STOPPED and (result.epochs < 1 or score is None):
             trained = arch.copy(with_weights=False)
         record = self._record(trial_id, trained, parent_id, operations, proposal, status=status, error=error,

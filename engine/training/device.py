@@ -81,6 +81,6 @@ def device_name() -> str:
 
             if torch.cuda.is_available():
                 return f"GPU ({torch.cuda.get_device_name(0)})"
-    except Exception as e:  # a broken driver must not break the caller
+    except Exception as e:  # noqa: BLE001 - a broken driver must not break the caller
         log.warning("could not query the GPU: %s", e)
     return f"CPU ({cpu_count()} cores)"

@@ -90,7 +90,8 @@ def check_overrides(overrides: dict) -> None:
             if not isinstance(value, bool):
                 raise ValueError(f"recipe setting {key} should be true or false; received {value!r}")
         elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key in ("shift", "final_epochs") else 1):
+            if (isinstance(value, bool) or not isinstance(value, int)
+                    or value < (0 if key in ("shift", "final_epochs") else 1)):
                 raise ValueError(f"recipe setting {key} should be a whole number of at least "
                                  f"{0 if key in ('shift', 'final_epochs') else 1}; received {value!r}")
         elif value not in ("constant", "cosine"):
