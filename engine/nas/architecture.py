@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.files import atomic_write_bytes
+from engine.files import atomic_write, atomic_write_bytes
 
 KINDS = ("conv", "bn", "relu", "maxpool", "avgpool", "gap", "dense", "dropout", "softmax", "add", "concat")
 WEIGHTED = ("conv", "bn", "dense")
@@ -252,12 +252,12 @@ class Architecture:
         folder.mkdir(parents=True, exist_ok=True)
         if self.weights is not None:
             arrays = {f"{lid}_{i}": w for lid, ws in self.weights.items() for i, w in enumerate(ws)}
-            tmp = folder / "weights.tmp.npz"
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, folder / "weights.npz")
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as fh:  # a file object: np.savez adds no suffix to it
+                    np.savez(fh, **arrays)
+
+            atomic_write(folder / "weights.npz", write)
         elif (folder / "weights.npz").exists():
             (folder / "weights.npz").unlink()  # stale weights of another architecture must not be loaded with this one
         atomic_write_bytes(folder / "architecture.json", self.to_json().encode("utf-8"))
