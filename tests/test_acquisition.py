@@ -17,8 +17,7 @@ from engine.errors import SproutError
 from engine.nas.gp import ArchitectureGP
 from engine.nas.morphism import apply, random_morph
 from engine.nas.searchers import Proposal, make_searcher
-from tests.test_gp import synthetic_accuracy
-from tests.test_kernel import random_architectures
+from tests.helpers import random_architectures, synthetic_accuracy
 
 
 @dataclass
