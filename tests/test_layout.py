@@ -59,12 +59,17 @@ def imported_names(module: Module, node: ast.Import | ast.ImportFrom) -> list[st
 def imports(module: Module, module_level_only: bool = False) -> list[tuple[str, int]]:
     """(dotted name, line) of every import in ``module``: module level, in classes and in
     functions, under ``if TYPE_CHECKING`` too (a dependency all the same); with
-    ``module_level_only``, those that run when the module is imported (not inside functions)."""
+    ``module_level_only``, those that run when the module is imported (not inside
+    functions, not under ``if TYPE_CHECKING``)."""
     found: list[tuple[str, int]] = []
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if module_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if module_level_only and isinstance(child, ast.If) and _type_checking(child.test):
+                for branch in child.orelse:
+                    visit(ast.Module(body=[branch], type_ignores=[]))
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 found.extend((name, child.lineno) for name in imported_names(module, child))
@@ -72,6 +77,12 @@ def imports(module: Module, module_level_only: bool = False) -> list[tuple[str, 
 
     visit(module.tree)
     return found
+
+
+def _type_checking(test: ast.expr) -> bool:
+    """True for ``TYPE_CHECKING`` and ``typing.TYPE_CHECKING``."""
+    return isinstance(test, ast.Name) and test.id == "TYPE_CHECKING" \
+        or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
 
 
 def engine_target(name: str) -> str | None:
@@ -158,11 +169,13 @@ def test_cycles_are_found_and_named():
 def test_relative_and_submodule_imports_resolve():
     any_module = engine_modules()["engine.search.loop"]
     tree = ast.parse("from engine.search import folder\nfrom . import budget\nfrom ..nas.gp import x\n"
-                     "import engine.errors\ndef f():\n    import keras\n")
+                     "import engine.errors\ndef f():\n    import keras\n"
+                     "if TYPE_CHECKING:\n    import tensorflow\nelse:\n    import numpy\n")
     module = Module(any_module.name, any_module.path, tree)
     assert [n for n, _ in imports(module)] == ["engine.search.folder", "engine.search.budget", "engine.nas.gp",
-                                                "engine.errors", "keras"]
-    assert "keras" not in [n for n, _ in imports(module, module_level_only=True)]
+                                                "engine.errors", "keras", "tensorflow", "numpy"]
+    assert [n for n, _ in imports(module, module_level_only=True)] == [
+        "engine.search.folder", "engine.search.budget", "engine.nas.gp", "engine.errors", "numpy"]
 
 
 # ------------------------------------------------------------------------------- the layout
