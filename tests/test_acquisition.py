@@ -19,8 +19,7 @@ from engine.nas.gp import ArchitectureGP
 from engine.nas.morphism import apply, random_morph
 from engine.nas.proposals import Proposal
 from engine.nas.searchers import make_searcher
-from tests.test_gp import synthetic_accuracy
-from tests.test_kernel import random_architectures
+from tests.helpers import random_architectures, synthetic_accuracy
 
 
 @dataclass

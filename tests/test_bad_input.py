@@ -92,7 +92,7 @@ from engine import cli
 
 from engine.data import sources
 from engine.data.sources import SourceLimits
-from tests.test_data_sources import write_zip  # the one zip writer of the data tests
+from tests.helpers import write_zip
 
 # ---------------------------------------------------------------------------- builders
 

@@ -25,10 +25,12 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 FASHION = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "train"
-SEARCH_BUDGET_S = 90
+SEARCH_BUDGET_S = 40
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 
 pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Debian's chromium at {CHROMIUM} "
                        "(apt-get install -y chromium)"),
     pytest.mark.timeout(900),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import stat
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,23 +17,12 @@ from engine.data import sources
 from engine.data.dataset import Dataset
 from engine.errors import SproutError
 from engine.data.sources import SourceLimits
+from tests.helpers import write_zip
 
 
 def tree_files(root: Path) -> dict[str, bytes]:
     """Every file under ``root`` as {relative posix path: bytes}."""
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def write_zip(path: Path, members: dict[str, bytes], symlinks: dict[str, str] | None = None,
-              method=zipfile.ZIP_DEFLATED) -> Path:
-    with zipfile.ZipFile(path, "w", method) as archive:
-        for name, payload in members.items():
-            archive.writestr(name, payload)
-        for name, target in (symlinks or {}).items():
-            info = zipfile.ZipInfo(name)
-            info.external_attr = (stat.S_IFLNK | 0o777) << 16
-            archive.writestr(info, target)
-    return path
 
 
 def png_bytes(colour) -> bytes:

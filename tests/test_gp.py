@@ -8,7 +8,7 @@ from scipy.stats import spearmanr
 
 from engine.nas import distance as D
 from engine.nas.gp import ArchitectureGP, GaussianProcess, cholesky_jitter
-from tests.test_kernel import random_architectures
+from tests.helpers import random_architectures, synthetic_accuracy
 
 
 def test_cholesky_jitter_grows_only_when_needed():
@@ -92,18 +92,6 @@ def test_errors_say_what_was_expected():
 
 
 # -------------------------------------------------------------- on architectures
-def features(arch):
-    chain = arch.main_chain()
-    convs = [layer.config["filters"] for layer in chain if layer.kind == "conv"]
-    return len(convs), np.log2(sum(convs)), len(arch.skip_connections())
-
-
-def synthetic_accuracy(arch):
-    """A smooth function of depth, total width and skip count with a peak."""
-    depth, width, skips = features(arch)
-    return 0.9 - 0.01 * (depth - 6) ** 2 - 0.03 * (width - 8.5) ** 2 - 0.01 * (skips - 2) ** 2
-
-
 def test_recovers_a_function_of_architecture_features_on_held_out_points():
     archs = random_architectures(160, seed=11, max_steps=12)
     for i, arch in enumerate(archs):

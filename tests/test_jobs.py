@@ -1,6 +1,7 @@
 """Background runs (engine.search.jobs): two at once, a refused third, stop, snapshots, runs on disk.
 
-Real TensorFlow on the built-in digits at 16x16 with tiny budgets.
+Real TensorFlow on the built-in digits at 8x8 with trial caps; the session's shared run
+(conftest.py) is read back by a registry started afresh, as after a server restart.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from engine.errors import SproutError
 from engine.search.jobs import RUN_ID_RE, Registry, new_run_id
 from engine.search.folder import read_jsonl
 from engine.search.loop import SearchConfig
+from tests.helpers import FakeTrainer
 
 SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names", "image_size",
                  "channels", "trials", "distances", "in_flight", "phase", "best", "final", "files", "log"}
 
 
 def _config(**kw) -> SearchConfig:
-    base = dict(budget_s=50, searcher="random", seed=0, image_size=16, max_epochs=2)
+    # a trial cap ends the search (the budget is generous for a busy machine); a short fine-tune
+    base = dict(budget_s=300, searcher="random", seed=0, image_size=8, max_epochs=2, max_trials=3,
+                recipe={"final_epochs": 1})
     base.update(kw)
     return SearchConfig(**base)
 
@@ -40,8 +44,9 @@ def _wait_for(predicate, timeout: float, every: float = 0.2):
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     registry = Registry(root, max_active=2)
-    a = registry.start("sample", _config(searcher="random", seed=1))
-    b = registry.start("sample", _config(searcher="bfs", seed=2))
+    # two trials each: a seed and a child, so the distances are between different networks
+    a = registry.start("sample", _config(searcher="random", seed=1, max_trials=2))
+    b = registry.start("sample", _config(searcher="bfs", seed=2, max_trials=2))
     refused = None
     try:
         registry.start("sample", _config())
@@ -49,7 +54,7 @@ def two_runs(tmp_path_factory):
         refused = str(exc)
     live = [registry.snapshot(a)]
     # a snapshot while training shows the trial in flight with its progress
-    in_flight = _wait_for(lambda: (registry.snapshot(a)["in_flight"] or {}).get("n_batches") and registry.snapshot(a), 90)
+    in_flight = _wait_for(lambda: (registry.snapshot(a)["in_flight"] or {}).get("n_batches") and registry.snapshot(a), 90, 0.05)
     assert registry.wait(a, 180) and registry.wait(b, 180)
     return registry, root, a, b, refused, live + [in_flight]
 
@@ -67,7 +72,7 @@ def test_two_runs_at_once_do_not_mix(two_runs):
         assert snap["status"] == "done", snap["error"]
         assert snap["searcher"] == searcher and snap["run_id"] == run_id
         records = read_jsonl(root / run_id / "trials.jsonl")
-        assert len(records) >= 1
+        assert len(records) == 2 and records[1]["parent_id"] == "0"
         assert [t["id"] for t in snap["trials"]] == [r["id"] for r in records] == [str(i) for i in range(len(records))]
         for trial, record in zip(snap["trials"], records):
             assert trial["val_accuracy"] == record["val_accuracy"] and trial["fingerprint"] == record["fingerprint"]
@@ -77,6 +82,7 @@ def test_two_runs_at_once_do_not_mix(two_runs):
         matrix = np.array(snap["distances"]["matrix"])
         assert snap["distances"]["ids"] == ok and matrix.shape == (len(ok), len(ok))
         assert np.allclose(matrix, matrix.T) and np.allclose(np.diag(matrix), 0)
+        assert (matrix[~np.eye(len(ok), dtype=bool)] > 0).all(), "different networks are apart"
         assert snap["final"]["test_accuracy"] is not None and (root / run_id / "best_model.keras").exists()
         assert snap["files"]["keras"] == str(root / run_id / "best_model.keras")
         assert snap["best"]["trial_id"] in ok and snap["in_flight"] is None
@@ -112,15 +118,41 @@ def test_a_restarted_server_lists_runs_from_disk_read_only(two_runs):
     assert [t["id"] for t in rebuilt["trials"]] == [t["id"] for t in old["trials"]]
     assert rebuilt["distances"] == old["distances"]
     assert rebuilt["final"]["test_accuracy"] == old["final"]["test_accuracy"]
-    assert rebuilt["class_names"] == old["class_names"] and rebuilt["image_size"] == 16
+    assert rebuilt["class_names"] == old["class_names"] and rebuilt["image_size"] == 8
     fresh.stop(a)  # nothing runs here: a no-op
+
+
+def test_a_fresh_registry_rebuilds_a_finished_run_from_its_files(finished_run):
+    registry = Registry(finished_run.root)
+    [listed] = registry.list_runs()
+    summary = json.loads((finished_run.out / "summary.json").read_text())
+    assert listed["run_id"] == finished_run.run_id and listed["status"] == "done" and listed["live"] is False
+    assert listed["searcher"] == "bayesian" and listed["best_val_accuracy"] == summary["best"]["val_accuracy"]
+    snap = registry.snapshot(finished_run.run_id)
+    json.dumps(snap, allow_nan=False)
+    assert SNAPSHOT_KEYS <= snap.keys() and snap["status"] == "done" and snap["in_flight"] is None
+    records = read_jsonl(finished_run.out / "trials.jsonl")
+    assert [t["id"] for t in snap["trials"]] == [r["id"] for r in records]
+    children = [t for t in snap["trials"] if t["parent_id"] is not None and t["status"] == "ok"]
+    assert len(children) >= 2, "the checks of children below run over at least two"
+    for trial in children:
+        record = records[int(trial["id"])]
+        assert trial["parent_id"] == record["parent_id"] and trial["fingerprint"] == record["fingerprint"]
+        assert trial["operations"] == record["operations"] and trial["operations"]
+    ok = [r["id"] for r in records if r["status"] == "ok"]
+    matrix = np.array(snap["distances"]["matrix"])
+    assert snap["distances"]["ids"] == ok and matrix.shape == (len(ok), len(ok))
+    assert all(matrix[ok.index(t["id"]), ok.index(t["parent_id"])] > 0 for t in children), "a child differs from its parent"
+    assert snap["final"]["test_accuracy"] == summary["test_accuracy"] and snap["image_size"] == 8
+    assert snap["best"]["trial_id"] == summary["best"]["trial_id"]
+    assert snap["files"]["keras"] == str(finished_run.out / "best_model.keras")
 
 
 def test_stop_ends_a_run_quickly_with_a_usable_model(tmp_path):
     import keras
 
     registry = Registry(tmp_path / "runs")
-    run_id = registry.start("sample", _config(budget_s=600, max_epochs=40))
+    run_id = registry.start("sample", _config(budget_s=600, max_epochs=5, max_trials=None))
     _wait_for(lambda: any(t["status"] == "ok" for t in registry.snapshot(run_id)["trials"]), 150)
     _wait_for(lambda: registry.snapshot(run_id)["in_flight"], 60)
     t0 = time.monotonic()
@@ -131,7 +163,7 @@ def test_stop_ends_a_run_quickly_with_a_usable_model(tmp_path):
     assert snap["status"] == "stopped" and snap["error"] is None
     assert any("stop requested" in line for line in snap["log"])
     model = keras.models.load_model(snap["files"]["keras"])
-    assert model.predict(np.zeros((1, 16, 16, 1), np.uint8), verbose=0).shape == (1, 10)
+    assert model.predict(np.zeros((1, 8, 8, 1), np.uint8), verbose=0).shape == (1, 10)
     assert snap["final"]["test_accuracy"] is not None
 
 
@@ -165,7 +197,6 @@ def test_an_interrupted_run_on_disk_is_listed_and_can_be_resumed(tmp_path, monke
     from engine.training import trainer
     from engine.files import atomic_write_json
     from engine.search.loop import run_search
-    from tests.test_search import FakeTrainer
 
     monkeypatch.setattr(trainer, "train", FakeTrainer())
     root = tmp_path / "runs"

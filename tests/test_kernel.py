@@ -15,35 +15,8 @@ from engine.nas.architecture import seed_architecture
 from engine.nas.embedding import BourgainEmbedding, make_embedding
 from engine.nas.gp import cholesky_jitter
 from engine.nas.kernel import RBF, sq_dists
-from engine.nas.morphism import apply, random_morph
-
-
-# ------------------------------------------------------------------------------ helpers
-def random_chain(base, rng, steps):
-    """``base`` after ``steps`` random morphisms (fewer if some do not apply)."""
-    arch = base
-    for _ in range(steps):
-        child = random_morph(arch, rng)
-        if child is not None:
-            arch = child
-    return arch
-
-
-def random_architectures(n, seed=0, max_steps=8, distinct=True, input_shape=(32, 32, 3)):
-    """``n`` architectures from random morph chains of 1..max_steps steps from the seed CNN
-    (distinct by edit distance unless ``distinct`` is False)."""
-    rng = np.random.default_rng(seed)
-    base = seed_architecture(input_shape, 10)
-    base.id = "seed"
-    out, keys = [], set()
-    while len(out) < n:
-        arch = random_chain(base, rng, int(rng.integers(1, max_steps + 1)))
-        key = D.distance_key(arch)
-        if distinct and key in keys:
-            continue
-        keys.add(key)
-        out.append(arch)
-    return out
+from engine.nas.morphism import apply
+from tests.helpers import random_architectures, random_chain
 
 
 @dataclass(frozen=True)

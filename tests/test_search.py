@@ -1,9 +1,9 @@
 """The search loop and its run folder (engine.search.loop, engine.search.folder).
 
-Two kinds of tests: a real search (TensorFlow, the built-in digits at 16x16, a 60 s budget)
-that checks the whole run folder and the time budget, and fast tests of the loop's logic
-(resume, out of memory, stop, persistence) with a fake trainer that "trains" in a few
-milliseconds.
+Three kinds of tests: checks of the session's shared real search (conftest.py: TensorFlow,
+the built-in digits at 8x8, four trials) that read its whole run folder; one real search run
+to its time budget; and fast tests of the loop's logic (resume, out of memory, stop,
+persistence) with a fake trainer that "trains" in a few milliseconds.
 """
 
 from __future__ import annotations
@@ -12,39 +12,31 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine import files
 from engine.search import folder as runio
-from engine.nas.architecture import Architecture, init_weights, seed_architecture
+from engine.nas.architecture import Architecture, seed_architecture
 from engine.errors import SproutError
 from engine.search.budget import CostModel, flops
 from engine.search.loop import SearchConfig, run_search
+from tests.helpers import FakeTrainer
 
 TRIAL_KEYS = {"id", "parent_id", "operations", "description", "summary", "n_params", "status", "error",
               "val_accuracy", "history", "epochs", "seconds", "started_s", "finished_s", "prediction"}
 RUN_FILES = ["trials.jsonl", "state.json", "dataset.json", "summary.json", "best_model.keras", "labels.json"]
 
 
-# ------------------------------------------------------------------ a real, short search
-@pytest.fixture(scope="module")
-def real_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("real") / "run"
-    events: list[dict] = []
-    config = SearchConfig(budget_s=60, searcher="bayesian", seed=0, image_size=16, max_epochs=2)
-    t0 = time.monotonic()
-    summary = run_search("sample", out, config, events=events.append)
-    return out, summary, events, time.monotonic() - t0
-
-
-def test_real_search_writes_every_file(real_run):
-    out, summary, events, wall = real_run
+# ------------------------------------------------------- the shared real search (conftest.py)
+def test_real_search_writes_every_file(finished_run):
+    out = finished_run.out
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     records = runio.read_jsonl(out / "trials.jsonl")
-    assert len(records) >= 1  # usually 2-4; a busy machine may leave time for the seed only
+    assert len(records) == finished_run.config["max_trials"]
     assert [r["id"] for r in records] == [str(i) for i in range(len(records))]
     for line in (out / "trials.jsonl").read_text().splitlines():
         record = json.loads(line)  # strict JSON: no NaN
@@ -60,26 +52,29 @@ def test_real_search_writes_every_file(real_run):
             assert arch.operations == record["operations"]
     assert records[0]["parent_id"] is None and records[0]["description"] == "seed architecture"
     proposed = [r for r in records[1:] if r["status"] == "ok"]
-    assert all(r["parent_id"] is not None and r["operations"] for r in proposed)
+    assert len(proposed) >= 2, "the checks of proposals below run over at least two children"
+    ids = [r["id"] for r in records]
+    assert all(r["parent_id"] in ids[:ids.index(r["id"])] and r["operations"] for r in proposed)
     assert all(r["prediction"]["mean"] is not None for r in proposed), "bayesian proposals carry a prediction"
-    assert summary["status"] == "done" and json.loads((out / "summary.json").read_text()) == json.loads(files.to_json(summary))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["n_trials"] == len(records)
 
 
-def test_real_search_model_loads_with_plain_keras(real_run):
+def test_real_search_model_loads_with_plain_keras(finished_run):
     import keras
 
-    out, summary, _, _ = real_run
+    out, side = finished_run.out, finished_run.config["image_size"]
     model = keras.models.load_model(out / "best_model.keras")
-    assert tuple(model.inputs[0].shape) == (None, 16, 16, 1)
+    assert tuple(model.inputs[0].shape) == (None, side, side, 1)
     labels = json.loads((out / "labels.json").read_text())
     assert labels == [str(i) for i in range(10)]
-    probs = model.predict(np.zeros((2, 16, 16, 1), np.uint8), verbose=0)
+    probs = model.predict(np.zeros((2, side, side, 1), np.uint8), verbose=0)
     assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
 
-def test_real_search_summary_and_budget(real_run):
-    out, summary, events, wall = real_run
-    assert wall <= 60 * 1.10, f"run_search took {wall:.1f} s for a 60 s budget"
+def test_real_search_summary(finished_run):
+    out = finished_run.out
+    summary = json.loads((out / "summary.json").read_text())
     t = summary["timings"]
     assert set(t) == {"training_s", "evaluation_s", "proposal_s", "building_s", "io_s", "other_s"}
     assert all(v >= 0 for v in t.values())
@@ -94,71 +89,66 @@ def test_real_search_summary_and_budget(real_run):
     state = json.loads((out / "state.json").read_text())
     assert state["phase"] == "done" and state["in_flight"] is None and state["budget_used_s"] > 0
     assert {"max_params", "max_activation_bytes", "max_depth"} <= state["limits"].keys()
-    kinds = {e["type"] for e in events}
-    assert {"started", "phase", "trial_started", "epoch", "trial_finished", "final", "finished", "log"} <= kinds
 
 
-def test_real_search_split_keeps_test_apart(real_run):
-    out, summary, _, _ = real_run
+def test_real_search_split_keeps_test_apart(finished_run):
+    out = finished_run.out
+    summary = json.loads((out / "summary.json").read_text())
     info = json.loads((out / "dataset.json").read_text())
     split = {k: set(v) for k, v in info["split"].items()}
     assert not (split["train"] & split["test"]) and not (split["val"] & split["test"]) and not (split["train"] & split["val"])
     assert sum(len(v) for v in split.values()) == info["n_images"] == 1797
     assert abs(len(split["test"]) / 1797 - 0.15) < 0.01
     assert {m["index"] for m in summary["final"]["misclassified"]} <= split["test"]
-    assert info["class_names"] == [str(i) for i in range(10)] and info["image_size"] == 16 and info["channels"] == 1
+    assert info["class_names"] == [str(i) for i in range(10)] and info["channels"] == 1
+    assert info["image_size"] == finished_run.config["image_size"]
 
 
-def test_bench_finetune_retunes_the_best_trial_and_leaves_the_run_alone(real_run):
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_resuming_a_finished_run_returns_its_summary_and_changes_nothing(finished_run):
+    before = _files(finished_run.out)
+    summary = run_search("sample", finished_run.out, SearchConfig(**finished_run.config), resume=True)
+    assert summary == json.loads(before["summary.json"])
+    assert _files(finished_run.out) == before
+
+
+def test_bench_finetune_retunes_the_best_trial_and_leaves_the_run_alone(finished_run):
     from bench.finetune import report, tune_and_score
 
-    out, summary, _, _ = real_run
-    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    out = finished_run.out
+    summary = json.loads((out / "summary.json").read_text())
+    before = _files(out)
     result = tune_and_score(out, [1], None)
     (row,) = result["rows"]
-    assert result["best_trial"] == summary["best"]["trial_id"] and result["budget_s"] == 60
+    assert result["best_trial"] == summary["best"]["trial_id"] and result["budget_s"] == finished_run.config["budget_s"]
     assert row["epochs"] == 1 and 0.0 <= row["held_out"] <= 1.0 and "folder" not in row
-    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    assert _files(out) == before
     assert "| 1 | " in report([result], [1])
 
 
+# --------------------------------------------------------------- the one run to its budget
+@pytest.mark.slow
+def test_a_real_search_keeps_its_time_budget(tmp_path):
+    """The only test that runs a search until its budget ends: everything, the final model
+    included, fits in the budget (10% over at most), and every kind of event is sent."""
+    events: list[dict] = []
+    budget = 30
+    config = SearchConfig(budget_s=budget, searcher="bayesian", seed=0, image_size=8, max_epochs=2)
+    t0 = time.monotonic()
+    summary = run_search("sample", tmp_path / "run", config, events=events.append)
+    wall = time.monotonic() - t0
+    assert wall <= budget * 1.10, f"run_search took {wall:.1f} s for a {budget} s budget"
+    assert summary["status"] == "done" and summary["wall_s"] <= budget * 1.10
+    assert summary["n_trials"] >= 2, "the budget, not a cap, ended a search of several trials"
+    kinds = {e["type"] for e in events}
+    assert {"started", "phase", "trial_started", "epoch", "trial_finished", "final", "finished", "log"} <= kinds
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == json.loads(runio.to_json(summary))
+
+
 # ------------------------------------------------------------------------- fake trainer
-class FakeTrainer:
-    """Stands in for engine.training.trainer.train: instant, deterministic, scores by structure."""
-
-    def __init__(self, oom_over: int | None = None, epoch_s: float = 0.01):
-        self.calls: list[Architecture] = []
-        self.oom_over, self.epoch_s = oom_over, epoch_s
-
-    def __call__(self, arch, x, y, xv, yv, config=None, on_epoch=None, on_batch=None, stop=None):
-        from engine.training.trainer import TrainResult
-
-        self.calls.append(arch)
-        t0 = time.monotonic()
-        if self.oom_over is not None and arch.n_params() > self.oom_over:
-            return TrainResult(arch, "failed", "out of memory", True, {}, 0, None, 0.01)
-        history = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-        acc = 0.5 + 0.4 * (1 - math.exp(-arch.n_params() / 1e5))
-        status = "ok"
-        for epoch in range(config.max_epochs):
-            for b in range(3):
-                if stop is not None and stop.is_set():
-                    status = "stopped"
-                    break
-                time.sleep(self.epoch_s / 3)
-                if on_batch:
-                    on_batch(b, 3)
-            if status == "stopped":
-                break
-            for k, v in (("loss", 1.0), ("accuracy", acc), ("val_loss", 1.0), ("val_accuracy", acc)):
-                history[k].append(v)
-            if on_epoch:
-                on_epoch(epoch, {"val_accuracy": acc})
-        trained = init_weights(arch, 0)
-        epochs = len(history["loss"])
-        return TrainResult(trained, status, None, False, history, epochs, acc if epochs else None, time.monotonic() - t0)
-
-
 @pytest.fixture
 def fake_trainer(monkeypatch):
     from engine.training import trainer
@@ -169,7 +159,7 @@ def fake_trainer(monkeypatch):
 
 
 def _config(**kw) -> SearchConfig:
-    base = dict(budget_s=60, searcher="random", seed=1, image_size=16, max_epochs=2, max_trials=4)
+    base = dict(budget_s=60, searcher="random", seed=1, image_size=8, max_epochs=2, max_trials=4)
     base.update(kw)
     return SearchConfig(**base)
 
@@ -204,7 +194,7 @@ def test_fake_bayesian_search_records_predictions(tmp_path, fake_trainer):
 def test_fake_search_out_of_memory_lowers_the_limit_and_persists_it(tmp_path, monkeypatch):
     from engine.training import trainer
 
-    seed_params = seed_architecture((16, 16, 1), 10).n_params()
+    seed_params = seed_architecture((8, 8, 1), 10).n_params()
     fake = FakeTrainer(oom_over=seed_params)
     monkeypatch.setattr(trainer, "train", fake)
     events: list[dict] = []
