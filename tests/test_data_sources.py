@@ -13,7 +13,7 @@ from PIL import Image
 
 from engine.data import ingest as data
 
-from engine.data import sources
+from engine.data import sources, store
 from engine.data.dataset import Dataset
 from engine.errors import SproutError
 from engine.data.sources import SourceLimits
@@ -65,14 +65,14 @@ def test_upload_list_equals_the_folder(images_dir, tmp_path):
 
 def test_saved_upload_loads_like_the_upload(images_dir, tmp_path):
     upload = [(f"photos/{k}", v) for k, v in tree_files(images_dir).items()]
-    dest = sources.save_upload(upload, tmp_path / "uploads" / "u1")
+    dest = store.save_upload(upload, tmp_path / "uploads" / "u1")
     assert dest == tmp_path / "uploads" / "u1" and (dest / "photos" / "circle" / "00.png").is_file()
     assert same_dataset(data.load(dest, cache_dir=tmp_path / "c1"), data.load(upload, cache_dir=tmp_path / "c2"))
 
 
 def test_extract_zip_returns_the_folder_holding_the_classes(images_dir, tmp_path):
     members = {f"outer/photos/{k}": v for k, v in tree_files(images_dir).items()}
-    root = sources.extract_zip(write_zip(tmp_path / "p.zip", members), tmp_path / "out")
+    root = store.extract_zip(write_zip(tmp_path / "p.zip", members), tmp_path / "out")
     assert root == tmp_path / "out" / "outer" / "photos"
     assert tree_files(root) == tree_files(images_dir)
 
@@ -100,7 +100,7 @@ def test_zip_slip_entries_are_skipped_when_loading(tmp_path):
 def test_zip_slip_entries_are_never_written(tmp_path):
     members = zip_slip_members()
     dest = tmp_path / "deep" / "out"
-    root = sources.extract_zip(write_zip(tmp_path / "z.zip", members), dest)
+    root = store.extract_zip(write_zip(tmp_path / "z.zip", members), dest)
     assert root == dest and tree_files(dest).keys() == {"a/1.png", "b/1.png"}
     assert not (tmp_path / "deep" / "evil.png").exists() and not (tmp_path / "up.png").exists()
     absolute = next(name for name in members if name.startswith("/tmp/"))
@@ -112,7 +112,7 @@ def test_zip_symlink_entries_are_skipped(tmp_path):
                         symlinks={"a/passwd.png": "/etc/passwd"})
     report = data.inspect(archive, cache_dir=tmp_path / "c")
     assert {(s.path, s.reason) for s in report.skipped} == {("a/passwd.png", "symbolic link not followed")}
-    root = sources.extract_zip(archive, tmp_path / "out")
+    root = store.extract_zip(archive, tmp_path / "out")
     assert not (root / "a" / "passwd.png").exists()
 
 
@@ -124,7 +124,7 @@ def test_zip_bomb_stops_at_the_byte_limit(tmp_path):
     with pytest.raises(SproutError, match=r"too large: .*6\.0 MiB.* the limit is 1\.0 MiB"):
         data.load(archive, limits=small, cache_dir=tmp_path / "c")
     with pytest.raises(SproutError, match="limit is 1.0 MiB"):
-        sources.extract_zip(archive, tmp_path / "out", limits=small)
+        store.extract_zip(archive, tmp_path / "out", limits=small)
     assert not (tmp_path / "out").exists()  # the declared sizes are checked before anything is written
 
 
@@ -133,15 +133,15 @@ def test_zip_with_too_many_entries_stops_at_the_count_limit(tmp_path):
     with pytest.raises(SproutError, match="12 files, the limit is 10"):
         data.load(archive, limits=SourceLimits(max_files=10), cache_dir=tmp_path / "c")
     with pytest.raises(SproutError, match="12 files, the limit is 10"):
-        sources.extract_zip(archive, tmp_path / "out", limits=SourceLimits(max_files=10))
+        store.extract_zip(archive, tmp_path / "out", limits=SourceLimits(max_files=10))
 
 
 def test_bytes_written_while_extracting_are_counted(tmp_path, monkeypatch):
     archive = write_zip(tmp_path / "z.zip", {"a/1.png": bytes(300_000), "b/1.png": bytes(300_000)})
     # Pretend the central directory understated the sizes: the copy loop must still stop.
-    monkeypatch.setattr(sources, "check_limits", lambda *args: None)
+    monkeypatch.setattr(store, "check_limits", lambda *args: None)
     with pytest.raises(SproutError, match="beyond the size limit"):
-        sources.extract_zip(archive, tmp_path / "out", limits=SourceLimits(max_total_bytes=400_000))
+        store.extract_zip(archive, tmp_path / "out", limits=SourceLimits(max_total_bytes=400_000))
 
 
 def test_corrupt_zip_member_is_skipped(tmp_path):
@@ -154,7 +154,7 @@ def test_corrupt_zip_member_is_skipped(tmp_path):
     report = data.inspect(archive, cache_dir=tmp_path / "c")
     assert report.counts == {"a": 1, "b": 1}
     assert [(s.path, s.reason.split(" (")[0]) for s in report.skipped] == [("b/2.png", "cannot be read")]
-    root = sources.extract_zip(archive, tmp_path / "out")
+    root = store.extract_zip(archive, tmp_path / "out")
     assert sorted(tree_files(root)) == ["a/1.png", "b/1.png"]
 
 
@@ -164,7 +164,7 @@ def test_a_file_that_is_not_a_zip_is_an_error(tmp_path):
     with pytest.raises(SproutError, match="'photos.zip' is not a valid zip file"):
         data.load(fake)
     with pytest.raises(SproutError, match="not a valid zip file"):
-        sources.extract_zip(fake, tmp_path / "out")
+        store.extract_zip(fake, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------- names
@@ -189,7 +189,7 @@ def test_save_upload_writes_only_under_dest(tmp_path):
     dest = tmp_path / "box" / "inner"
     files = [("../../evil.png", b"1"), ("/abs/x.png", b"2"), ("C:\\win\\y.png", b"3"),
              ("cat/a.png", b"4"), ("cat/a.png", b"5"), ("..", b"6")]
-    sources.save_upload(files, dest)
+    store.save_upload(files, dest)
     assert tree_files(tmp_path) == {
         "box/inner/evil.png": b"1", "box/inner/abs/x.png": b"2", "box/inner/win/y.png": b"3",
         "box/inner/cat/a.png": b"4", "box/inner/cat/a (2).png": b"5",

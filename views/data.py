@@ -8,7 +8,7 @@ import streamlit as st
 from engine import paths
 from engine.figures.results import class_counts_figure
 
-from engine.data import sources
+from engine.data import store
 from engine.data.report import FEW_IMAGES  # the data report warns below this many images per class
 from engine.errors import SproutError
 from views.common import (
@@ -69,7 +69,7 @@ if files:
     with st.spinner(f"Saving {len(files):,} files…"):
         dest = new_upload_dir()
         try:
-            sources.save_upload([(f.name, f.getvalue()) for f in files], dest)
+            store.save_upload([(f.name, f.getvalue()) for f in files], dest)
         except SproutError as exc:
             _failed(str(exc), dest)
     _saved(dest.name)
@@ -82,7 +82,7 @@ if archive is not None:
             with tempfile.NamedTemporaryFile(suffix=".zip", dir=paths.uploads_dir(), delete=True) as tmp:
                 tmp.write(archive.getvalue())
                 tmp.flush()
-                sources.extract_zip(tmp.name, dest / "data")
+                store.extract_zip(tmp.name, dest / "data")
         except SproutError as exc:
             _failed(str(exc), dest)
     _saved(dest.name)
