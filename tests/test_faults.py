@@ -1,5 +1,6 @@
 """Faults during a real search (issue #8): a full disk while saving, Stop pressed while the
-acquisition is being optimised and during the final fine-tune, and memory over 100 trials.
+acquisition is being optimised and during the final fine-tune. Memory over 100 trials is
+measured by `python -m bench.memory` (bench/results/memory.md); tests/test_trainer.py keeps a short version.
 
 Real TensorFlow on the built-in digits at 8x8 (``"sample"`` with ``image_size=8``: the
 seed network is one conv block, so a trial takes a second or two). The disk-full fault is
@@ -277,51 +278,10 @@ def test_stop_during_the_final_fine_tune(tmp_path):
     assert "fine_tune_started" in times and "stop" in times, f"the fine-tune did not run: {summary}"
     print(f"\nstop during the fine-tune -> run_search returned {returned - times['stop']:.2f} s "
           f"({len(epochs_done)} of {times['fine_tune_epochs']} fine-tune epochs done)")
-    assert times["fine_tune_epochs"] >= 2 and len(epochs_done) < times["fine_tune_epochs"], "the stop did not end the fine-tune"
+    assert times["fine_tune_epochs"] >= 2 and len(epochs_done) < times["fine_tune_epochs"], \
+        "the stop did not end the fine-tune"
     assert summary["status"] == "stopped" and summary["best"]["trial_id"] == "0"
     assert summary["test_accuracy"] is not None and summary["final_epochs"] == len(epochs_done)
     _usable_model(out)
     _returned_within(returned - times["stop"])
 
-
-# ---------------------------------------------------------------------------- memory
-def _rss_mb() -> float:
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)  # about 2-3 minutes on 2 idle cores; far longer when they are shared
-@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc/self/statm")
-def test_memory_stays_flat_over_100_trials():
-    """100 one-epoch trials of small networks on 8x8 digits: resident memory after trial 100
-    is within 60 MB of what it was after trial 20 (warm-up: imports, kernels, allocator pools)."""
-    import gc
-
-    from engine.training import trainer
-    from engine.nas.architecture import init_weights, seed_architecture
-    from engine.nas.morphism import random_morph
-    from tests.digits import digits_16px
-
-    x, y = digits_16px(0)
-    x = np.ascontiguousarray(x[:, ::2, ::2])  # 8x8
-    xt, yt, xv, yv = x[:128], y[:128], x[128:192], y[128:192]
-    # A few different networks, as a search trains: the seed and some of its morphs.
-    seed = init_weights(seed_architecture((8, 8, 1), 10), seed=0)
-    seed.id = "0"
-    rng = np.random.default_rng(0)
-    archs = [seed] + [a for a in (random_morph(seed, rng, None) for _ in range(8)) if a is not None][:3]
-    rss: dict[int, float] = {}
-    t0 = time.monotonic()
-    for i in range(1, 101):
-        result = trainer.train(archs[i % len(archs)], xt, yt, xv, yv,
-                               trainer.TrainConfig(max_epochs=1, batch_size=128, seed=i))
-        assert result.status == "ok", result.error
-        del result
-        if i in (20, 100):
-            gc.collect()
-            rss[i] = _rss_mb()
-    grown = rss[100] - rss[20]
-    print(f"\nRSS after trial 20: {rss[20]:.1f} MB, after trial 100: {rss[100]:.1f} MB "
-          f"(+{grown:.1f} MB; {len(archs)} networks, {time.monotonic() - t0:.0f} s)")
-    assert grown < 60, f"RSS grew by {grown:.1f} MB from trial 20 to trial 100"
