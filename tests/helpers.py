@@ -113,4 +113,5 @@ class FakeTrainer:
                 on_epoch(epoch, {"val_accuracy": acc})
         trained = init_weights(arch, 0)
         epochs = len(history["loss"])
-        return TrainResult(trained, status, None, False, history, epochs, acc if epochs else None, time.monotonic() - t0)
+        return TrainResult(trained, status, None, False, history, epochs, acc if epochs else None,
+                           time.monotonic() - t0)

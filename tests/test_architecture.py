@@ -23,7 +23,8 @@ def _with_skips() -> Architecture:
     return engine.nas.morphism.apply(arch, [
         {"op": "add_skip", "start": 3, "end": 7, "new_ids": [15, 16, 17]},
         {"op": "concat_skip", "start": 1, "end": 8, "new_ids": [18, 19, 20, 21]},
-        {"op": "deeper", "after": 7, "after_kind": "relu", "part": "conv", "kernel": 5, "relu": False, "new_ids": [22, 23]},
+        {"op": "deeper", "after": 7, "after_kind": "relu", "part": "conv", "kernel": 5, "relu": False,
+         "new_ids": [22, 23]},
     ])
 
 
@@ -56,8 +57,8 @@ def test_seed_rejects_bad_requests(shape, classes):
 
 def test_skips_and_output_nodes():
     arch = _with_skips()
-    assert [l.id for l in arch.main_chain()] == [1, 2, 3, 4, 5, 6, 7, 22, 23, 8, 9, 10, 11, 12, 13, 14]
-    index = {l.id: i for i, l in enumerate(arch.main_chain())}
+    assert [layer.id for layer in arch.main_chain()] == [1, 2, 3, 4, 5, 6, 7, 22, 23, 8, 9, 10, 11, 12, 13, 14]
+    index = {layer.id: i for i, layer in enumerate(arch.main_chain())}
     assert arch.skip_connections() == [(index[3], index[7], "add"), (index[1], index[8], "concat")]
     assert arch.output_node(7) == 17  # after the add
     assert arch.output_node(8) == 21  # after the concat's projection
@@ -94,11 +95,12 @@ def test_keras_weights_round_trip():
 def test_identity_ignores_ids_not_structure():
     arch = _with_skips()
     shifted = arch.copy(with_weights=False)
-    renumber = {l.id: l.id + 100 for l in arch.layers}
+    renumber = {layer.id: layer.id + 100 for layer in arch.layers}
     renumber[0] = 0
-    shifted.layers = [Layer(renumber[l.id], l.kind, [renumber[i] for i in l.inputs],
-                            {k: renumber[v] if k in ("start", "end") else v for k, v in l.config.items()}, l.role)
-                      for l in arch.layers]
+    shifted.layers = [Layer(renumber[layer.id], layer.kind, [renumber[i] for i in layer.inputs],
+                            {k: renumber[v] if k in ("start", "end") else v for k, v in layer.config.items()},
+                            layer.role)
+                      for layer in arch.layers]
     assert shifted.fingerprint() == arch.fingerprint() and shifted.skip_connections() == arch.skip_connections()
     other = arch.copy()
     other.layer(5).config["filters"] = 33
@@ -127,7 +129,8 @@ def test_from_dict_validates():
     with pytest.raises(ValueError):
         Architecture.from_dict({**d, "format": "other/1"})
     broken = json.loads(json.dumps(d))
-    next(l for l in broken["layers"] if l["id"] == 16)["config"]["filters"] = 31  # add of 32 and 31 channels
+    # layer 16: an add of 32 and 31 channels
+    next(layer for layer in broken["layers"] if layer["id"] == 16)["config"]["filters"] = 31
     with pytest.raises(ValueError):
         Architecture.from_dict(broken)
 

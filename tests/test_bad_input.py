@@ -306,7 +306,8 @@ case("zip_absolute_entries", build=_zip_absolute, counts={"cat": 2, "dog": 2},
      outside=lambda d: [Path(_ABS), Path("/windows.png")])
 
 
-case("zip_symlink_entry", build=lambda d: write_zip(d / "z.zip", good_members(), symlinks={"cat/passwd.png": "/etc/passwd"}),
+case("zip_symlink_entry",
+     build=lambda d: write_zip(d / "z.zip", good_members(), symlinks={"cat/passwd.png": "/etc/passwd"}),
      counts={"cat": 2, "dog": 2}, skipped={"cat/passwd.png": "symbolic link not followed"})
 
 
@@ -547,7 +548,9 @@ case("duplicates_across_classes", build=_duplicates, counts={"cat": 3, "dog": 4}
 
 # ----- formats and modes
 
-case("cmyk_jpeg", build=lambda d: classes_of(d, lambda c, k: encode(Image.new("CMYK", (12, 12), (c * 200, 255, k * 50, 0)), "JPEG"), ".jpg"),
+case("cmyk_jpeg",
+     build=lambda d: classes_of(d, lambda c, k: encode(Image.new("CMYK", (12, 12), (c * 200, 255, k * 50, 0)), "JPEG"),
+                                ".jpg"),
      counts={"a": 2, "b": 2}, channels=3)
 
 
@@ -575,9 +578,12 @@ def _gif(c: int, k: int) -> bytes:
 
 
 case("animated_gif", build=lambda d: classes_of(d, _gif, ".gif"), counts={"a": 2, "b": 2})
-case("webp", build=lambda d: classes_of(d, lambda c, k: encode(Image.new("RGB", (12, 12), colour_of(c, k)), "WEBP", lossless=True), ".webp"),
+case("webp",
+     build=lambda d: classes_of(d, lambda c, k: encode(Image.new("RGB", (12, 12), colour_of(c, k)), "WEBP",
+                                                       lossless=True), ".webp"),
      counts={"a": 2, "b": 2}, channels=3)
-case("tiff", build=lambda d: classes_of(d, lambda c, k: encode(Image.new("RGB", (12, 12), colour_of(c, k)), "TIFF"), ".tif"),
+case("tiff",
+     build=lambda d: classes_of(d, lambda c, k: encode(Image.new("RGB", (12, 12), colour_of(c, k)), "TIFF"), ".tif"),
      counts={"a": 2, "b": 2}, channels=3)
 
 

@@ -129,11 +129,13 @@ def _tree_nodes(page) -> list[str]:
 
 def _no_failure(page) -> None:
     """The search did not fail (its plain-words error is in the message)."""
-    assert page.get_by_text("Something went wrong").count() == 0, page.locator("[data-testid=stAlert]").all_inner_texts()
+    assert page.get_by_text("Something went wrong").count() == 0, (
+        page.locator("[data-testid=stAlert]").all_inner_texts())
 
 
 def _no_exception(page) -> None:
-    assert page.locator("[data-testid=stException]").count() == 0, page.locator("[data-testid=stException]").inner_text()
+    assert page.locator("[data-testid=stException]").count() == 0, (
+        page.locator("[data-testid=stException]").inner_text())
 
 
 def test_drop_search_reload_download_try(server, browser, tmp_path):

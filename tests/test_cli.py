@@ -33,7 +33,7 @@ def _engine(home: Path, *args, timeout: float = 300) -> subprocess.CompletedProc
 
 def _one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
 
@@ -51,15 +51,15 @@ def _lines(path: Path) -> list[dict]:
 def test_search_prints_a_line_per_trial(finished_run):
     out, side = finished_run.out, finished_run.config["image_size"]
     lines = finished_run.stdout.splitlines()
-    trial_lines = [l for l in lines if re.match(r"trial \d+  ", l)]
+    trial_lines = [line for line in lines if re.match(r"trial \d+  ", line)]
     records = _lines(out / "trials.jsonl")
     assert len(trial_lines) == len(records) == finished_run.config["max_trials"]
     assert f"trial cap of {finished_run.config['max_trials']} reached" in lines
-    assert all(PROGRESS.match(l) for l in trial_lines), trial_lines
+    assert all(PROGRESS.match(line) for line in trial_lines), trial_lines
     assert trial_lines[0].startswith("trial 0  seed architecture  val ")
-    children = [(l, r) for l, r in zip(trial_lines[1:], records[1:]) if r["status"] == "ok"]
+    children = [(line, r) for line, r in zip(trial_lines[1:], records[1:]) if r["status"] == "ok"]
     assert len(children) >= 2 and all(r["parent_id"] is not None for _, r in children)
-    assert all(l.startswith(f"trial {r['id']}  ") and f"val {r['val_accuracy']:.3f}" in l for l, r in children)
+    assert all(line.startswith(f"trial {r['id']}  ") and f"val {r['val_accuracy']:.3f}" in line for line, r in children)
     assert lines[0].startswith(f"data: 1797 images, 10 classes, {side}x{side}x1")
     assert lines[-1].startswith("best: trial ") and "test " in lines[-1]
     for name in ("trials.jsonl", "state.json", "dataset.json", "summary.json", "best_model.keras", "labels.json"):
@@ -139,7 +139,8 @@ def test_errors_are_one_line_and_exit_2(tmp_path, images_dir):
     _one_line_error(_engine(home, "search", one_class, "--out", tmp_path / "r2", "--budget", 30))
     assert not (tmp_path / "r2").exists() or not any((tmp_path / "r2").iterdir()), "no half-made run folder"
     _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3", "--budget", "-5"))
-    _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3", "--budget", "10", "--searcher", "genetic"))
+    _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3", "--budget", "10",
+                            "--searcher", "genetic"))
     _one_line_error(_engine(home, "search", "sample", "--out", tmp_path / "r3"))
     (tmp_path / "r4").mkdir()
     (tmp_path / "r4" / "notes.txt").write_text("mine")
@@ -162,6 +163,7 @@ def test_engine_field_names_become_flags_in_the_printed_error(tmp_path, capsys):
     line = capsys.readouterr().err.strip()
     assert line == "error: --image-size must be between 8 and 512 pixels; received 4"
     assert flag_words("max_epochs must be at least 1; received 0") == "--max-epochs must be at least 1; received 0"
-    assert (flag_words("/runs/out_dir already holds a search run; resume it (resume=True) or choose another out_dir folder.")
+    assert (flag_words("/runs/out_dir already holds a search run; resume it (resume=True) "
+                       "or choose another out_dir folder.")
             == "/runs/out_dir already holds a search run; resume it (--resume) or choose another --out folder.")
     assert flag_words("seed_epochs and image_sizes stay") == "seed_epochs and image_sizes stay"

@@ -201,7 +201,8 @@ def test_upload_list_with_clashing_or_empty_names(tmp_path):
               ("p/b/1.png", png_bytes((3, 3, 3))), ("..", b"")]
     report = data.inspect(upload, cache_dir=tmp_path)
     assert report.counts == {"a": 1, "b": 1}
-    assert {(s.path, s.reason) for s in report.skipped} == {("a/1.png", "duplicate file name"), ("..", "invalid file name")}
+    assert {(s.path, s.reason) for s in report.skipped} == {("a/1.png", "duplicate file name"),
+                                                             ("..", "invalid file name")}
 
 
 @pytest.mark.parametrize("paths, prefix", [

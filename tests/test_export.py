@@ -14,7 +14,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from engine.training import export as ex  # noqa: E402
-from engine.nas.architecture import seed_architecture
+from engine.nas.architecture import seed_architecture  # noqa: E402 - with the engine imports, after the keras skip
 from engine.training.model import build_model  # noqa: E402
 from engine.errors import SproutError  # noqa: E402
 from engine.files import read_labels, write_labels  # noqa: E402

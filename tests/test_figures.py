@@ -40,9 +40,9 @@ def _with_skip(arch: Architecture, start: int, end: int, kind: str = "add") -> A
     branch = [Layer(nid, "maxpool", [start], {}, "skip"),
               Layer(nid + 1, "conv", [nid], {"filters": width, "kernel": 1, "stride": 1}, "skip"),
               Layer(nid + 2, kind, [end, nid + 1], {"start": start, "end": end}, "skip")]
-    consumer = next(l for l in out.main_chain() if l.inputs == [end])
+    consumer = next(layer for layer in out.main_chain() if layer.inputs == [end])
     consumer.inputs = [nid + 2]
-    at = [l.id for l in out.layers].index(end) + 1
+    at = [layer.id for layer in out.layers].index(end) + 1
     out.layers[at:at] = branch
     return out
 
@@ -68,7 +68,10 @@ def make_snapshot() -> dict:
     wide = _widened(seed, 5, 128)
     skip = _with_skip(wide, 7, 11)
     deep = _widened(skip, 1, 48)
-    pred = lambda m, s: {"mean": m, "sigma": s, "ucb": m + 2.576 * s, "reason": "high predicted accuracy"}
+
+    def pred(m, s):
+        return {"mean": m, "sigma": s, "ucb": m + 2.576 * s, "reason": "high predicted accuracy"}
+
     trials = [
         _trial("0", None, seed, 0.71, 0, 20),
         _trial("1", None, small, 0.64, 20, 35),
@@ -227,12 +230,12 @@ def test_network_dot_draws_every_layer_and_the_skips(snap):
     assert "Image\\n28×28×1" in dot and "Softmax" in dot
     # the branch: main 7 -> pool -> 1x1 conv -> add, and main 11 -> add; add -> next main layer
     skips = set(skip_edges(dot))
-    add_id = next(l["id"] for l in arch["layers"] if l["kind"] == "add")
+    add_id = next(layer["id"] for layer in arch["layers"] if layer["kind"] == "add")
     pool_id = add_id - 2
     assert {(7, pool_id), (pool_id, add_id - 1), (add_id - 1, add_id), (11, add_id), (add_id, 12)} <= skips
     # main-chain edges stay solid
     assert "  n1 -> n2;" in dot and (1, 2) not in skips
-    n_edges = sum(len(l["inputs"]) for l in arch["layers"])
+    n_edges = sum(len(layer["inputs"]) for layer in arch["layers"])
     assert dot.count("->") == n_edges
 
 

@@ -18,8 +18,8 @@ from engine.search.folder import read_jsonl
 from engine.search.loop import SearchConfig
 from tests.helpers import FakeTrainer
 
-SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names", "image_size",
-                 "channels", "trials", "distances", "in_flight", "phase", "best", "final", "files", "log"}
+SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names",
+                 "image_size", "channels", "trials", "distances", "in_flight", "phase", "best", "final", "files", "log"}
 
 
 def _config(**kw) -> SearchConfig:
@@ -54,7 +54,8 @@ def two_runs(tmp_path_factory):
         refused = str(exc)
     live = [registry.snapshot(a)]
     # a snapshot while training shows the trial in flight with its progress
-    in_flight = _wait_for(lambda: (registry.snapshot(a)["in_flight"] or {}).get("n_batches") and registry.snapshot(a), 90, 0.05)
+    in_flight = _wait_for(lambda: (registry.snapshot(a)["in_flight"] or {}).get("n_batches") and registry.snapshot(a),
+                          90, 0.05)
     assert registry.wait(a, 180) and registry.wait(b, 180)
     return registry, root, a, b, refused, live + [in_flight]
 
@@ -142,7 +143,8 @@ def test_a_fresh_registry_rebuilds_a_finished_run_from_its_files(finished_run):
     ok = [r["id"] for r in records if r["status"] == "ok"]
     matrix = np.array(snap["distances"]["matrix"])
     assert snap["distances"]["ids"] == ok and matrix.shape == (len(ok), len(ok))
-    assert all(matrix[ok.index(t["id"]), ok.index(t["parent_id"])] > 0 for t in children), "a child differs from its parent"
+    assert all(matrix[ok.index(t["id"]), ok.index(t["parent_id"])] > 0 for t in children), (
+        "a child differs from its parent")
     assert snap["final"]["test_accuracy"] == summary["test_accuracy"] and snap["image_size"] == 8
     assert snap["best"]["trial_id"] == summary["best"]["trial_id"]
     assert snap["files"]["keras"] == str(finished_run.out / "best_model.keras")

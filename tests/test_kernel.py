@@ -86,8 +86,10 @@ def test_layer_distance_follows_the_formula():
 def test_skip_set_distance_matches_an_exhaustive_search():
     rng = np.random.default_rng(1)
     for _ in range(200):
-        s1 = [(int(rng.integers(0, 9)), int(rng.integers(1, 9)), int(rng.integers(2))) for _ in range(rng.integers(0, 5))]
-        s2 = [(int(rng.integers(0, 9)), int(rng.integers(1, 9)), int(rng.integers(2))) for _ in range(rng.integers(0, 7))]
+        s1 = [(int(rng.integers(0, 9)), int(rng.integers(1, 9)), int(rng.integers(2)))
+              for _ in range(rng.integers(0, 5))]
+        s2 = [(int(rng.integers(0, 9)), int(rng.integers(1, 9)), int(rng.integers(2)))
+              for _ in range(rng.integers(0, 7))]
         a = FakeArch([], [(u, u + s, "add" if t == 0 else "concat") for u, s, t in s1])
         b = FakeArch([], [(u, u + s, "add" if t == 0 else "concat") for u, s, t in s2])
         assert D.edit_distance(a, b) == pytest.approx(reference_distance(a, b), abs=1e-12)

@@ -302,7 +302,8 @@ def _warning_filters() -> list[str]:
 
 
 def test_no_blanket_deprecation_filter():
-    assert _blanket_deprecation_filters(["ignore::DeprecationWarning", "ignore::DeprecationWarning:keras.*",
-                                         "ignore:old name:DeprecationWarning", "error"]) == ["ignore::DeprecationWarning"]
+    assert (_blanket_deprecation_filters(["ignore::DeprecationWarning", "ignore::DeprecationWarning:keras.*",
+                                          "ignore:old name:DeprecationWarning", "error"])
+            == ["ignore::DeprecationWarning"])
     blanket = _blanket_deprecation_filters(_warning_filters())
     assert not blanket, f"expected DeprecationWarning filters to name a third-party module; received {blanket}"

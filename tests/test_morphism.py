@@ -182,12 +182,13 @@ def test_targeted_wider_through_add_and_concat(trained, batch, seed_output):
     10 dense32, 11 relu, 12 dropout, 13 dense10, 14 softmax."""
     import keras
 
-    assert [l.id for l in trained.main_chain()] == list(range(1, 15))
+    assert [layer.id for layer in trained.main_chain()] == list(range(1, 15))
 
     def wide(layer, add, seed=0):
         width = {1: 16, 5: 32, 16: 32, 17: 32}[layer]
         return {"op": "wider", "layer": layer, "kind": "conv", "add": add,
-                "sources": list(np.random.default_rng(seed).choice(width, add, replace=False).tolist()), "noise_seed": seed}
+                "sources": list(np.random.default_rng(seed).choice(width, add, replace=False).tolist()),
+                "noise_seed": seed}
 
     add = {"op": "add_skip", "start": 3, "end": 7, "new_ids": [15, 16, 17]}  # pool, 1x1 conv, add
     cat = {"op": "concat_skip", "start": 2, "end": 6, "new_ids": [15, 16, 17]}  # pool, concat, 1x1 conv
@@ -227,7 +228,8 @@ def test_not_widenable_and_bad_replays(trained):
     with pytest.raises(surgery.NotApplicable):
         surgery.wider_plan(net, groups, 13, [0])  # the output dense's group holds the softmax
     with pytest.raises(surgery.NotApplicable):
-        morphism.apply(trained, [{"op": "wider", "layer": 13, "kind": "dense", "add": 1, "sources": [0], "noise_seed": 0}])
+        morphism.apply(trained, [{"op": "wider", "layer": 13, "kind": "dense", "add": 1, "sources": [0],
+                                  "noise_seed": 0}])
     with pytest.raises(ValueError):
         morphism.apply(trained, [{"op": "add_skip", "start": 3, "end": 4, "new_ids": [15, 16]}])  # too close
     with pytest.raises(ValueError):

@@ -81,7 +81,8 @@ def test_real_search_summary(finished_run):
     assert math.isclose(sum(t.values()), summary["wall_s"], rel_tol=0.02, abs_tol=0.5)
     assert summary["best"]["trial_id"] in {r["id"] for r in runio.read_jsonl(out / "trials.jsonl")}
     final = summary["final"]
-    assert 0.0 <= summary["test_accuracy"] <= 1.0 and final["n"] == len(json.loads((out / "dataset.json").read_text())["split"]["test"])
+    assert (0.0 <= summary["test_accuracy"] <= 1.0
+            and final["n"] == len(json.loads((out / "dataset.json").read_text())["split"]["test"]))
     assert len(final["confusion"]) == 10 and set(final["per_class"]) == {str(i) for i in range(10)}
     assert sum(map(sum, final["confusion"])) == final["n"]
     n_wrong = round(final["n"] * (1 - summary["test_accuracy"]))
@@ -96,7 +97,8 @@ def test_real_search_split_keeps_test_apart(finished_run):
     summary = json.loads((out / "summary.json").read_text())
     info = json.loads((out / "dataset.json").read_text())
     split = {k: set(v) for k, v in info["split"].items()}
-    assert not (split["train"] & split["test"]) and not (split["val"] & split["test"]) and not (split["train"] & split["val"])
+    assert (not (split["train"] & split["test"]) and not (split["val"] & split["test"])
+            and not (split["train"] & split["val"]))
     assert sum(len(v) for v in split.values()) == info["n_images"] == 1797
     assert abs(len(split["test"]) / 1797 - 0.15) < 0.01
     assert {m["index"] for m in summary["final"]["misclassified"]} <= split["test"]
