@@ -358,8 +358,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
                                               restore_best_weights=True),
             ]
             if batchnorm.needed(len(train_batches)):  # few steps an epoch: see engine.training.batchnorm
-                callbacks.insert(0, batchnorm.RecomputeBeforeValidation(
-                    batchnorm.sample(x_train, int(config.seed)), config.batch_size * EVAL_BATCH_FACTOR))
+                callbacks.insert(0, batchnorm.RecomputeBeforeValidation(batchnorm.sample(x_train, int(config.seed))))
             if stop is not None and stop.is_set():
                 raise _Stopped()
             model.fit(train_batches, validation_data=val_batches, epochs=int(config.max_epochs), verbose=0,
