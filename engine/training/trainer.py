@@ -2,7 +2,9 @@
 
 :func:`train` builds the Keras model of an :class:`~engine.nas.architecture.Architecture`,
 fits it with Adam and sparse categorical cross-entropy, stops early on validation loss
-(restoring the best weights) and returns a :class:`TrainResult` holding the trained
+(restoring the best weights; patience at least ``patience_steps`` optimiser steps) and,
+on epochs of few steps, recomputes the BatchNorm statistics before each validation
+(``engine.training.batchnorm``). It returns a :class:`TrainResult` holding the trained
 (weighted) architecture, the per-epoch curves and a *score*. It never raises for what a
 trial can do wrong: a diverging loss, running out of memory or a stop request become the
 result's ``status``; only bad arguments and errors raised by the caller's own callbacks
