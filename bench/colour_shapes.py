@@ -1,9 +1,12 @@
 """A generated colour image set for benchmarks: shapes on cluttered colour backgrounds.
 
-    python -m bench.colour_shapes OUT [--train 400] [--test 100] [--size 32] [--seed 0]
+    python -m bench.colour_shapes OUT [--train 400] [--test 100] [--size 32] [--seed 0] \
+        [--classes 6] [--vary 0]
 
 writes ``OUT/train/<class>/*.png`` and ``OUT/test/<class>/*.png``. Six classes, one per
-shape (circle, square, triangle, cross, ring, star); each image draws its shape at a
+shape (circle, square, triangle, cross, ring, star; ``--classes N`` keeps the first N);
+``--vary F`` draws each image at a random width and height within ``size * (1 +- F)``,
+as photos come in varied sizes (the data module resizes them). Each image draws its shape at a
 random size, place, rotation and colour over a random two-colour gradient with noise and
 two smaller distractor blobs, so colour says nothing about the class and position little.
 Mirroring keeps every label (all six shapes are mirror-symmetric up to rotation), which
@@ -34,8 +37,9 @@ def _polygon(cx: float, cy: float, r: float, n: int, angle: float, inner: float 
     return points
 
 
-def draw(label: int, size: int, rng: np.random.Generator) -> Image.Image:
-    """One image of class ``CLASSES[label]`` (drawn at 4x and reduced, for smooth edges)."""
+def draw(label: int, size: int, rng: np.random.Generator, shape: tuple[int, int] | None = None) -> Image.Image:
+    """One image of class ``CLASSES[label]`` (drawn at 4x and reduced, for smooth edges),
+    ``size`` pixels square or ``shape`` (width, height) when given."""
     s = size * 4
     a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
     t = np.linspace(0, 1, s)[:, None, None]
@@ -70,18 +74,23 @@ def draw(label: int, size: int, rng: np.random.Generator) -> Image.Image:
             px, py = -dy * w, dx * w
             pen.polygon([(cx - dx * r + px, cy - dy * r + py), (cx + dx * r + px, cy + dy * r + py),
                          (cx + dx * r - px, cy + dy * r - py), (cx - dx * r - px, cy - dy * r - py)], fill=colour)
-    return img.resize((size, size), Image.LANCZOS)
+    return img.resize(shape or (size, size), Image.LANCZOS)
 
 
-def write(out: Path, n_train: int, n_test: int, size: int = 32, seed: int = 0) -> Path:
-    """Write the train and test folders under ``out`` and return ``out``."""
+def write(out: Path, n_train: int, n_test: int, size: int = 32, seed: int = 0, classes: int = len(CLASSES),
+          vary: float = 0.0) -> Path:
+    """Write the train and test folders of the first ``classes`` classes under ``out`` and
+    return ``out``; ``vary`` > 0 gives each image a random width and height in ``size * (1 +- vary)``."""
+    if not 2 <= classes <= len(CLASSES) or not 0 <= vary < 1:
+        raise ValueError(f"expected 2 to {len(CLASSES)} classes and 0 <= vary < 1, received {classes} and {vary}")
     rng = np.random.default_rng(seed)
     for part, n in (("train", n_train), ("test", n_test)):
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(CLASSES[:classes]):
             folder = out / part / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                draw(label, size, rng).save(folder / f"{name}_{i:04d}.png")
+                shape = tuple(int(v) for v in np.round(size * rng.uniform(1 - vary, 1 + vary, 2))) if vary else None
+                draw(label, size, rng, shape).save(folder / f"{name}_{i:04d}.png")
     return out
 
 
@@ -92,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test", type=int, default=100, help="test images per class")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--classes", type=int, default=len(CLASSES), help="the first N shapes (2 to 6)")
+    p.add_argument("--vary", type=float, default=0.0, help="image sides vary by this fraction of --size")
     a = p.parse_args(argv)
-    write(a.out, a.train, a.test, a.size, a.seed)
-    print(f"wrote {len(CLASSES)} classes x ({a.train} train + {a.test} test) images to {a.out}")
+    write(a.out, a.train, a.test, a.size, a.seed, a.classes, a.vary)
+    print(f"wrote {a.classes} classes x ({a.train} train + {a.test} test) images to {a.out}")
     return 0
 
 

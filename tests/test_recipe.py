@@ -64,6 +64,8 @@ def test_mirror_check_falls_back_when_it_cannot_tell():
     colour = rng.integers(0, 255, (300, 16, 16, 3), dtype=np.uint8)
     assert mirror_keeps_labels(colour[:200], labels[:200], colour[200:], labels[200:]) is True  # photos: yes
     assert mirror_keeps_labels(noise[:20], labels[:20], noise[20:30], labels[20:30]) is False  # too few to tell
+    # Too few to tell on colour images: the same fallback as a check that tells nothing.
+    assert mirror_keeps_labels(colour[:20], labels[:20], colour[20:30], labels[20:30]) is True
 
 
 @pytest.mark.parametrize("side, n, device, shift, batch", [

@@ -382,3 +382,14 @@ def test_doctests_of_the_training_modules():
     for module in (engine.training.batches, engine.training.device, engine.training.evaluation):
         result = doctest.testmod(module)
         assert result.failed == 0 and result.attempted > 0, module.__name__
+
+
+def test_patience_is_at_least_patience_steps_optimiser_steps():
+    from engine.training.trainer import _patience
+
+    config = TrainConfig(patience=2, patience_steps=40)
+    assert _patience(config, 55) == 2  # fashion-mnist-small in batches of 64: 2 epochs are 110 steps
+    assert _patience(config, 20) == 2
+    assert _patience(config, 8) == 5  # 244 images in batches of 32: 5 epochs are 40 steps
+    assert _patience(config, 6) == 7
+    assert _patience(TrainConfig(patience=16, patience_steps=40), 8) == 16  # the final fine-tune's "never"
