@@ -241,6 +241,7 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     assert [h.value for h in at.subheader]
 
 
+@pytest.mark.slow
 def test_stop_keeps_the_best_network_so_far():
     at = _app()
     at.button(key="sample").click()

@@ -3,6 +3,8 @@ the result carries what the report's table needs."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.digits import digits_16px
 
 
@@ -16,6 +18,7 @@ def _tiny() -> dict:
             "y_val": y[s.val], "class_names": [str(i) for i in range(10)]}
 
 
+@pytest.mark.slow
 def test_run_seed_preserves_function_and_reports_the_table_fields():
     from bench import inheritance
 

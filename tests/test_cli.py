@@ -48,6 +48,7 @@ def _lines(path: Path) -> list[dict]:
     return out
 
 
+@pytest.mark.slow
 def test_search_prints_a_line_per_trial(finished_run):
     out, side = finished_run.out, finished_run.config["image_size"]
     lines = finished_run.stdout.splitlines()
@@ -66,6 +67,7 @@ def test_search_prints_a_line_per_trial(finished_run):
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_evaluate_prints_json(finished_run, tmp_path):
     result = _engine(tmp_path / "home", "evaluate", finished_run.out / "best_model.keras", "sample", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -75,6 +77,7 @@ def test_evaluate_prints_json(finished_run, tmp_path):
     assert sum(c["n"] for c in report["per_class"].values()) == 1797
 
 
+@pytest.mark.slow
 def test_export_keras(finished_run, tmp_path):
     target = tmp_path / "exported.keras"
     result = _engine(tmp_path / "home", "export", finished_run.out, "--format", "keras", "--out", target, timeout=120)
@@ -128,6 +131,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     assert not leftovers, "the half-written trial folder was removed"
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_and_exit_2(tmp_path, images_dir):
     home = tmp_path / "home"
     line = _one_line_error(_engine(home, "search", tmp_path / "missing", "--out", tmp_path / "r1", "--budget", 30))

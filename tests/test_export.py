@@ -8,19 +8,18 @@ import json
 import sys
 import zipfile
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from engine.training import export as ex  # noqa: E402
-from engine.nas.architecture import seed_architecture  # noqa: E402 - with the engine imports, after the keras skip
-from engine.training.model import build_model  # noqa: E402
-from engine.errors import SproutError  # noqa: E402
-from engine.files import read_labels, write_labels  # noqa: E402
-from engine.training.evaluation import predict  # noqa: E402
-from engine.training.trainer import TrainConfig, train  # noqa: E402
-from tests.digits import digits_8px  # noqa: E402
+from engine.training import export as ex
+from engine.nas.architecture import seed_architecture
+from engine.training.model import build_model
+from engine.errors import SproutError
+from engine.files import read_labels, write_labels
+from engine.training.evaluation import predict
+from engine.training.trainer import TrainConfig, train
+from tests.digits import digits_8px
 
 LABELS = [f"digit {d}" for d in range(10)]
 needs_tf = pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow exports")

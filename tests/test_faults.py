@@ -83,6 +83,7 @@ class DiskFills:
         return self.real(fd, data)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd to tell which file a write goes to")
 @pytest.mark.parametrize("which", ["state.json", "trials.jsonl"])
 def test_disk_full_while_saving_keeps_the_run_readable_and_resumable(tmp_path, monkeypatch, which):
@@ -199,6 +200,7 @@ def test_disk_full_while_saving_the_best_model_keeps_the_previous_one(tmp_path):
 
 
 # ---------------------------------------------------------------------------- stop
+@pytest.mark.slow
 def test_stop_during_the_acquisition_optimisation(tmp_path, monkeypatch):
     """Stop pressed while the Bayesian searcher optimises the acquisition: run_search returns
     within 2 s with the seed network evaluated and saved."""
@@ -253,6 +255,7 @@ def test_stop_during_the_acquisition_optimisation(tmp_path, monkeypatch):
     _returned_within(returned - times["stop"])
 
 
+@pytest.mark.slow
 def test_stop_during_the_final_fine_tune(tmp_path):
     """Stop pressed while the best network is being fine-tuned on train + validation:
     run_search returns within 2 s with a usable model."""

@@ -60,11 +60,13 @@ def two_runs(tmp_path_factory):
     return registry, root, a, b, refused, live + [in_flight]
 
 
+@pytest.mark.slow
 def test_a_third_run_is_refused(two_runs):
     _, _, _, _, refused, _ = two_runs
     assert refused == "Two searches are already running; wait for one to finish or stop it."
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_do_not_mix(two_runs):
     registry, root, a, b, _, _ = two_runs
     assert a != b and RUN_ID_RE.match(a) and RUN_ID_RE.match(b)
@@ -91,6 +93,7 @@ def test_two_runs_at_once_do_not_mix(two_runs):
     assert {a, b} <= listed.keys() and listed[a]["status"] == "done" and listed[b]["searcher"] == "bfs"
 
 
+@pytest.mark.slow
 def test_snapshots_are_plain_json_and_copies(two_runs):
     registry, _, a, _, _, live = two_runs
     for snap in live + [registry.snapshot(a)]:
@@ -106,6 +109,7 @@ def test_snapshots_are_plain_json_and_copies(two_runs):
     assert registry.snapshot(a)["trials"], "a snapshot is a copy"
 
 
+@pytest.mark.slow
 def test_a_restarted_server_lists_runs_from_disk_read_only(two_runs):
     registry, root, a, b, _, _ = two_runs
     fresh = Registry(root)
@@ -123,6 +127,7 @@ def test_a_restarted_server_lists_runs_from_disk_read_only(two_runs):
     fresh.stop(a)  # nothing runs here: a no-op
 
 
+@pytest.mark.slow
 def test_a_fresh_registry_rebuilds_a_finished_run_from_its_files(finished_run):
     registry = Registry(finished_run.root)
     [listed] = registry.list_runs()
@@ -150,6 +155,7 @@ def test_a_fresh_registry_rebuilds_a_finished_run_from_its_files(finished_run):
     assert snap["files"]["keras"] == str(finished_run.out / "best_model.keras")
 
 
+@pytest.mark.slow
 def test_stop_ends_a_run_quickly_with_a_usable_model(tmp_path):
     import keras
 

@@ -108,6 +108,7 @@ def chains(trained):
     return out
 
 
+@pytest.mark.slow
 def test_chains_preserve_the_function(chains, batch, seed_output):
     import keras
 

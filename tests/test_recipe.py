@@ -35,7 +35,8 @@ def _arrows(n: int, side: int = 16, seed: int = 0, mirror_changes_label: bool = 
             elif y[i] == 1:
                 shape = (np.abs(yy - cy) <= 3) & (np.abs(xx - cx) <= 3)
             else:
-                shape = ((np.abs(yy - cy) <= 1) & (np.abs(xx - cx) <= 4)) | ((np.abs(xx - cx) <= 1) & (np.abs(yy - cy) <= 4))
+                shape = (((np.abs(yy - cy) <= 1) & (np.abs(xx - cx) <= 4))
+                         | ((np.abs(xx - cx) <= 1) & (np.abs(yy - cy) <= 4)))
         x[i, ..., 0] = np.where(shape, 200 + rng.integers(0, 55), rng.integers(0, 30, (side, side)))
     return x, y
 
@@ -184,6 +185,7 @@ def test_cosine_schedule_ends_at_the_floor():
         _learning_rate(TrainConfig(schedule="step"), 10)
 
 
+@pytest.mark.slow
 def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
     from engine.search.loop import SearchConfig, run_search
     from tests.digits import digits_16px

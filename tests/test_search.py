@@ -31,6 +31,7 @@ RUN_FILES = ["trials.jsonl", "state.json", "dataset.json", "summary.json", "best
 
 
 # ------------------------------------------------------- the shared real search (conftest.py)
+@pytest.mark.slow
 def test_real_search_writes_every_file(finished_run):
     out = finished_run.out
     for name in RUN_FILES:
@@ -60,6 +61,7 @@ def test_real_search_writes_every_file(finished_run):
     assert summary["status"] == "done" and summary["n_trials"] == len(records)
 
 
+@pytest.mark.slow
 def test_real_search_model_loads_with_plain_keras(finished_run):
     import keras
 
@@ -72,6 +74,7 @@ def test_real_search_model_loads_with_plain_keras(finished_run):
     assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_real_search_summary(finished_run):
     out = finished_run.out
     summary = json.loads((out / "summary.json").read_text())
@@ -92,6 +95,7 @@ def test_real_search_summary(finished_run):
     assert {"max_params", "max_activation_bytes", "max_depth"} <= state["limits"].keys()
 
 
+@pytest.mark.slow
 def test_real_search_split_keeps_test_apart(finished_run):
     out = finished_run.out
     summary = json.loads((out / "summary.json").read_text())
@@ -110,6 +114,7 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_run_returns_its_summary_and_changes_nothing(finished_run):
     before = _files(finished_run.out)
     summary = run_search("sample", finished_run.out, SearchConfig(**finished_run.config), resume=True)
@@ -117,6 +122,7 @@ def test_resuming_a_finished_run_returns_its_summary_and_changes_nothing(finishe
     assert _files(finished_run.out) == before
 
 
+@pytest.mark.slow
 def test_bench_finetune_retunes_the_best_trial_and_leaves_the_run_alone(finished_run):
     from bench.finetune import report, tune_and_score
 
@@ -245,6 +251,7 @@ def test_fake_search_resume_after_a_crash(tmp_path, fake_trainer):
     assert again == json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_fake_search_stop_saves_the_best_model(tmp_path, monkeypatch):
     from engine.training import trainer
 

@@ -77,6 +77,7 @@ def test_recomputed_statistics_are_those_of_the_training_images():
     assert first.momentum == momentum
 
 
+@pytest.mark.slow
 def test_a_few_epochs_already_predict_both_classes(small_set):
     """After 3 epochs (24 steps) the trained network, in inference mode, tells the training
     images apart; with moving statistics alone it put every image in one class."""

@@ -8,18 +8,17 @@ import gc
 import math
 import threading
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from engine.training import trainer  # noqa: E402
+from engine.training import trainer
 from engine.nas.architecture import init_weights, seed_architecture
-from engine.training.model import build_model  # noqa: E402
-from engine.training.device import device_name  # noqa: E402
-from engine.training.evaluation import evaluate, predict  # noqa: E402
-from engine.training.trainer import NAN_ERROR, TrainConfig, train  # noqa: E402
-from tests.digits import digits_8px, digits_16px  # noqa: E402
+from engine.training.model import build_model
+from engine.training.device import device_name
+from engine.training.evaluation import evaluate, predict
+from engine.training.trainer import NAN_ERROR, TrainConfig, train
+from tests.digits import digits_8px, digits_16px
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -51,6 +50,7 @@ def _rss_mb() -> float:
 
 
 # ----- learning and reporting -----------------------------------------------------------
+@pytest.mark.slow
 def test_seed_learns_digits_with_one_history_entry_and_callback_per_epoch():
     # 16x16: at 8x8 the seed has a single conv block, which learns digits too slowly to test.
     x, y = digits_16px(0)
@@ -83,6 +83,7 @@ def test_seed_learns_digits_with_one_history_entry_and_callback_per_epoch():
     assert report["n"] == len(yv) and sum(map(sum, report["confusion"])) == len(yv)
 
 
+@pytest.mark.slow
 def test_training_is_reproducible_with_the_same_seed(digits, arch):
     x, y, xv, yv = digits
     config = TrainConfig(max_epochs=1, batch_size=64, seed=3)
@@ -142,6 +143,7 @@ def test_stop_from_another_thread_mid_epoch_ends_within_one_batch(digits, arch, 
     assert not np.allclose(result.architecture.weights[first_conv][0], init_weights(arch).weights[first_conv][0])
 
 
+@pytest.mark.slow
 def test_stop_seen_by_a_batch_callback_starts_no_further_batch(digits, arch, every_batch):
     x, y, xv, yv = digits
     stop = threading.Event()
@@ -193,6 +195,7 @@ def _poisoned(arch):
     return bad
 
 
+@pytest.mark.slow
 def test_a_nan_loss_fails_the_trial_and_the_next_one_trains(digits, arch):
     x, y, xv, yv = digits
     bad = _poisoned(arch)
@@ -246,6 +249,7 @@ def test_out_of_memory_in_a_batch_fails_the_trial(digits, arch, every_batch, mak
     assert "out of memory" in result.error and result.architecture is arch and result.score is None
 
 
+@pytest.mark.slow
 def test_out_of_memory_from_fit_fails_the_trial_and_the_next_one_trains(digits, arch, monkeypatch):
     if keras.backend.backend() != "tensorflow":
         pytest.skip("TensorFlow's error type")
@@ -273,6 +277,7 @@ def test_another_error_inside_keras_fails_the_trial_in_plain_words(digits, arch,
     assert result.error == "training failed: ValueError: Input 0 of layer conv_1 is incompatible"
 
 
+@pytest.mark.slow
 def test_an_error_in_the_callers_callback_propagates(digits, arch):
     x, y, xv, yv = digits
 
@@ -298,6 +303,7 @@ def test_is_out_of_memory_reads_causes_and_messages():
 
 
 # ----- memory ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_memory_stays_flat_over_many_trials(digits, arch):
     x, y, xv, yv = digits
     x, y, xv, yv = x[:128], y[:128], xv[:64], yv[:64]
@@ -316,6 +322,7 @@ def test_memory_stays_flat_over_many_trials(digits, arch):
     assert threading.active_count() <= threads + 2
 
 
+@pytest.mark.slow
 def test_trials_in_two_threads_at_once_both_train(digits, arch):
     """The app may run two searches at once: overlapping trials must not clear the
     Keras session under each other."""
