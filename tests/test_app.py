@@ -158,7 +158,7 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at.button(key="to_search").click()
     at.run()
     assert not at.exception, at.exception
-    at.number_input(key="budget_s").set_value(30)
+    at.number_input(key="budget_s").set_value(20)
     at.number_input(key="epochs").set_value(2)
     at.button(key="start").click()
     at.run()

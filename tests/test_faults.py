@@ -34,7 +34,8 @@ def _returned_within(seconds: float, limit: float = STOP_WITHIN_S) -> None:
 
 
 def _config(**kw) -> SearchConfig:
-    base = dict(budget_s=300, searcher="random", seed=0, image_size=8, max_epochs=1)
+    # A one-epoch fine-tune recipe (at most 3 epochs): the faults happen before or during it.
+    base = dict(budget_s=300, searcher="random", seed=0, image_size=8, max_epochs=1, recipe={"final_epochs": 1})
     base.update(kw)
     return SearchConfig(**base)
 

@@ -200,7 +200,9 @@ def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
         Image.fromarray(x[i, ..., 0]).save(folder / f"{i}.png")
     messages = []
     out = tmp_path / "run"
-    config = SearchConfig(budget_s=25, max_trials=1, recipe={"flip": True, "child_epochs": 2})
+    # Short seed and fine-tune: the point is the recipe on record, not the training.
+    config = SearchConfig(budget_s=25, max_trials=1,
+                          recipe={"flip": True, "child_epochs": 2, "seed_epochs": 2, "final_epochs": 1})
     summary = run_search(root, out, config, events=lambda e: messages.append(e))
     state = json.loads((out / "state.json").read_text())
     assert state["recipe"]["flip"] is True and state["recipe"]["child_epochs"] == 2 and state["recipe"]["shift"] == 1
