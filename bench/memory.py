@@ -8,8 +8,8 @@ size after trial ``--warmup`` (imports, kernels and allocator pools are warm by 
 after the last. Target: under 60 MB of growth. Writes ``bench/results/memory.md``.
 
 This was a test until the suite had to fit in 7 minutes: it takes 2-4 minutes of training.
-The suite keeps the short version (tests/test_trainer.py: 8 measured trials, same bound),
-which would catch the leak it guards against (about 12 MB per trial) eight times over.
+The suite keeps a short version (tests/test_trainer.py: 6 measured trials, bound 40 MB),
+which would catch the leak it guards against (about 12 MB per trial, so about 72 MB over those 6).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.nas.architecture import Architecture
 from engine.search.budget import flops
+from engine.nas.operations import describe_all
 from engine.search.context import RunContext
 from engine.search.folder import append_jsonl
 from engine.search.status import TrialStatus
@@ -30,13 +31,6 @@ from engine.search.trial import Trial
 log = logging.getLogger("engine.search.loop")
 
 OOM_SHRINK = 0.7              # after an out-of-memory trial: max_params = 70% of its size
-
-
-def describe_operations(operations: list[dict]) -> str:
-    """The morphisms of a trial in plain words, "; "-separated ("seed architecture" for none)."""
-    from engine.nas.operations import describe_all
-
-    return describe_all(operations)
 
 
 class TrialRunner:
@@ -145,7 +139,7 @@ class TrialRunner:
         elif proposal is not None:
             prediction = {"mean": None, "sigma": None, "ucb": None, "reason": proposal.reason}
         record = {"id": trial_id, "parent_id": None if parent_id is None else str(parent_id),
-                  "operations": list(operations), "description": describe_operations(list(operations)),
+                  "operations": list(operations), "description": describe_all(operations),
                   "summary": arch.summary() if arch is not None else None,
                   "n_params": int(arch.n_params()) if arch is not None else None,
                   "fingerprint": arch.fingerprint() if arch is not None else None,
@@ -177,7 +171,7 @@ class TrialRunner:
         ctx.save_state(in_flight={"trial_id": trial_id, "parent_id": parent_id, "started_s": round(started, 3)})
         ctx.emit("trial_started", trial_id=trial_id, parent_id=None if parent_id is None else str(parent_id),
                  max_epochs=max_epochs, proposal=proposal.to_dict() if proposal is not None else None,
-                 operations=list(operations), description=describe_operations(list(operations)))
+                 operations=list(operations), description=describe_all(operations))
         arch_flops = flops(arch)
         trial_stop = threading.Event()
         done = threading.Event()

@@ -25,7 +25,7 @@ TensorFlow leak that otherwise cost ~12 MB per trial).
 
 Memory. Each trial builds its own model; train() clears the Keras session around it and
 collects garbage, and holds on to nothing but the weights it returns, so a long search
-stays flat (tests/test_trainer.py runs 8 trials and bounds the growth).
+stays flat (tests/test_trainer.py runs 6 trials and bounds the growth; bench/memory.py runs 100).
 
 Example (doctest skipped: it trains):
 
