@@ -350,3 +350,28 @@ def test_cost_model_inverts_and_limits_cap_flops():
     assert capped.allows(small) and not capped.allows(big)
     assert Limits.from_dict(capped.to_dict()) == capped
     assert Limits.from_dict({"max_params": 10**6}).max_flops == Limits().max_flops  # states written before the cap
+
+
+def test_a_short_budget_shortens_the_recipes_epochs_so_several_networks_train(tmp_path, monkeypatch):
+    """engine.search.plan in a search: the seed keeps to its share, the grown networks train
+    fewer epochs than the recipe's (an epoch here sleeps 0.1 s), and the run ends in budget."""
+    from engine.training import trainer
+
+    fake = FakeTrainer(epoch_s=0.1)
+    monkeypatch.setattr(trainer, "train", fake)
+    events: list[dict] = []
+    budget = 8
+    t0 = time.monotonic()
+    summary = run_search("sample", tmp_path / "run", SearchConfig(budget_s=budget, searcher="random", seed=0,
+                                                                  image_size=8), events=events.append)
+    assert time.monotonic() - t0 <= budget * 1.10 and summary["status"] == "done"
+    recipe = json.loads((tmp_path / "run" / "state.json").read_text())["recipe"]
+    said = [e["message"] for e in events if e["type"] == "log"]
+    planned = [m for m in said if m.startswith("budget: each grown network trains up to")]
+    assert len(planned) == 1, said
+    most = int(planned[0].split("up to ")[1].split(" ")[0])
+    assert 1 <= most < recipe["child_epochs"]
+    records = runio.read_jsonl(tmp_path / "run" / "trials.jsonl")
+    assert len(records) >= 5, [len(r["history"]["loss"]) for r in records]
+    assert all(len(r["history"]["loss"]) <= most for r in records[1:])
+    assert fake.calls and len(records[0]["history"]["loss"]) <= recipe["seed_epochs"]

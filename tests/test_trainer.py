@@ -400,3 +400,39 @@ def test_patience_is_at_least_patience_steps_optimiser_steps():
     assert _patience(config, 8) == 5  # 244 images in batches of 32: 5 epochs are 40 steps
     assert _patience(config, 6) == 7
     assert _patience(TrainConfig(patience=16, patience_steps=40), 8) == 16  # the final fine-tune's "never"
+
+
+# ----- a deepened child's new BatchNorm ---------------------------------------------------
+def _n_bn(arch) -> int:
+    return sum(layer.kind == "bn" for layer in arch.layers)
+
+
+def _deepened_in_the_conv_part(parent):
+    from engine.nas.morphism import deeper
+
+    for seed in range(50):
+        child = deeper(parent, np.random.default_rng(seed))
+        if child is not None and _n_bn(child) > _n_bn(parent):
+            return child
+    raise AssertionError("no conv-part deepening found in 50 tries")
+
+
+def test_a_new_batchnorm_is_the_identity_in_training_mode_too(digits):
+    from engine.training import batchnorm
+
+    x, y, xv, yv = digits
+    parent = train(seed_architecture((8, 8, 1), 10), x, y, xv, yv, TrainConfig(max_epochs=1)).architecture
+    child = _deepened_in_the_conv_part(parent)
+    batch = x[:256]
+    want = build_model(parent)(batch, training=False).numpy()
+    unmatched = build_model(child)
+    assert np.abs(unmatched(batch, training=False).numpy() - want).max() < 1e-4  # kept in inference mode
+    before = np.abs(unmatched(batch, training=True).numpy() - want).max()  # (this call moves its statistics)
+    model = build_model(child)
+
+    sample = batchnorm.sample(x, 0)
+    assert batchnorm.match_inputs(model, sample) == 1
+    assert np.abs(model(batch, training=False).numpy() - want).max() < 1e-4  # still the parent's function
+    after = np.abs(model(batch, training=True).numpy() - want).max()
+    assert after < 0.5 * before, (before, after)  # and now close to it while training as well
+    assert batchnorm.match_inputs(model, sample) == 0  # trained-looking layers are left alone

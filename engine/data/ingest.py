@@ -57,7 +57,7 @@ def load(source, image_size: int | None = None, channels: str | int = "auto", ca
     """
     size_req, channels_req = check_size(image_size), check_channels(channels)
     if isinstance(source, str) and source == "sample":
-        return load_sample(image_size=size_req or 32, channels=channels_req if channels_req != "auto" else 1)
+        return load_sample(image_size=size_req, channels=channels_req if channels_req != "auto" else 1)
     with sources.open_source(source, limits) as listing:
         files, skipped, class_folders = _plan(listing)
         blobs, digests = _read_all(files, skipped)

@@ -81,6 +81,7 @@ class RunContext:
     stop: threading.Event
     state: dict
     rng: np.random.Generator
+    child_epochs: int | None = None  # planned when the search phase starts (engine.search.plan)
 
     @property
     def budget(self) -> float:

@@ -40,8 +40,9 @@ from typing import Any, Callable
 import numpy as np
 
 from engine.errors import SproutError
-from engine.nas.architecture import Limits, init_weights, seed_architecture
+from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
 from engine.search.budget import CostModel, Timings, flops, now_iso
+from engine.search import plan
 from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.final import FINAL_SHARE, final_epochs, finish
@@ -138,10 +139,44 @@ def _start(source, folder: RunFolder, config: SearchConfig, state: dict, clock: 
 # ----- budget ----------------------------------------------------------------------
 def max_epochs(ctx: RunContext, seed: bool = False) -> int:
     """Epochs per trial: ``config.max_epochs`` when set; else the recipe's, more for the
-    seed (it learns from scratch) than for networks that inherit trained weights."""
+    seed (it learns from scratch) than for networks that inherit trained weights, and for
+    those as many as the budget's plan allows (:func:`planned_child_epochs`)."""
     if ctx.config.max_epochs:
         return int(ctx.config.max_epochs)
-    return int(ctx.recipe.seed_epochs if seed else ctx.recipe.child_epochs)
+    if seed:
+        return int(ctx.recipe.seed_epochs)
+    return int(ctx.child_epochs or ctx.recipe.child_epochs)
+
+
+def planned_seed_epochs(ctx: RunContext, runner: TrialRunner, arch: Architecture) -> int:
+    """The seed's epochs: the recipe's, fewer where they would take more than
+    :data:`plan.SEED_SHARE` of the search time (estimated; nothing is timed yet)."""
+    recipe = max_epochs(ctx, seed=True)
+    if ctx.config.max_epochs:
+        return recipe
+    search_s = ctx.budget - ctx.elapsed() - reserve_s(ctx, runner)
+    epoch = plan.prior_epoch_s(flops(arch), len(ctx.data.y_train), ctx.recipe.batch_size)
+    n = plan.seed_epochs(recipe, search_s, epoch)
+    if n < recipe:
+        ctx.say(f"budget: the first network trains {n} of the recipe's {recipe} epochs, so that it takes "
+                f"about {plan.SEED_SHARE:.0%} of the {ctx.budget:g} s at most and others can follow")
+    return n
+
+
+def planned_child_epochs(ctx: RunContext, runner: TrialRunner) -> int | None:
+    """Each grown network's epochs for the rest of the search (None: the recipe's or the
+    config's), from the seed's measured epochs and the search time left."""
+    best = runner.best(allow_stopped=False)
+    if ctx.config.max_epochs or not ctx.cost.known or best is None:
+        return None
+    recipe = int(ctx.recipe.child_epochs)
+    left = search_deadline(ctx, runner) - ctx.elapsed()
+    n = plan.child_epochs(recipe, left, plan.trials_to_go(len(runner.records)),
+                          ctx.cost.epoch_s(flops(best.architecture)), ctx.cost.extra_s())
+    if n < recipe:
+        ctx.say(f"budget: each grown network trains up to {n} of the recipe's {recipe} epochs, so that about "
+                f"{plan.TARGET_TRIALS} networks fit in the {ctx.budget:g} s (they start from trained weights)")
+    return n
 
 
 def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
@@ -162,7 +197,7 @@ def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
     return tune + cost.extra_s() + evaluate + 2.0 + margin
 
 
-def affordable_limits(ctx: RunContext, left: float) -> Limits:
+def affordable_limits(ctx: RunContext, left: float, runner: TrialRunner | None = None) -> Limits:
     """The run's limits plus a flops cap: a proposal must be able to train its epochs
     within :data:`TRIAL_SHARE` of the search time ``left``. Morphisms only grow networks
     and an expensive network late in a search trains for a fraction of its epochs (or
@@ -170,7 +205,13 @@ def affordable_limits(ctx: RunContext, left: float) -> Limits:
     the remaining time can pay for, or the search ends and the time goes to the fine-tune."""
     if not ctx.cost.known:
         return ctx.limits
-    epoch = (TRIAL_SHARE * left - ctx.cost.extra_s()) / max(1, max_epochs(ctx))
+    # Near the end a share of the time left no longer pays for even the best network so far:
+    # then a network up to twice its cost still goes, where the time left holds it (at 60 s the
+    # search otherwise stopped with a quarter of its time unused).
+    best = runner.best(allow_stopped=False) if runner is not None else None
+    usual = ctx.cost.extra_s() + max_epochs(ctx) * ctx.cost.epoch_s(flops(best.architecture)) if best else 0.0
+    allowed = max(TRIAL_SHARE * left, min(left, 2.0 * usual))
+    epoch = (allowed - ctx.cost.extra_s()) / max(1, max_epochs(ctx))
     cap = int(min(ctx.limits.max_flops, ctx.cost.flops_for(epoch)))
     return replace(ctx.limits, max_flops=max(cap, 1))
 
@@ -195,7 +236,7 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
             continue
         # The seed learns from scratch: give it up to 40% of the budget.
         deadline = min(ctx.elapsed() + 0.4 * ctx.budget, ctx.budget - reserve_s(ctx, runner))
-        record = runner.train(arch, None, [], None, max_epochs(ctx, seed=True), deadline)
+        record = runner.train(arch, None, [], None, planned_seed_epochs(ctx, runner, arch), deadline)
         if record["status"] == TrialStatus.OK or ctx.stop.is_set():
             return
         if record.get("out_of_memory"):
@@ -214,6 +255,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
     ctx.save_state(phase=Phase.SEARCH)
     ctx.emit("phase", phase=Phase.SEARCH)
     searcher, cost = runner.searcher, ctx.cost
+    ctx.child_epochs = planned_child_epochs(ctx, runner)
     while not ctx.stop.is_set():
         if ctx.config.max_trials is not None and len(runner.records) >= ctx.config.max_trials:
             ctx.say(f"trial cap of {ctx.config.max_trials} reached")
@@ -230,7 +272,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
             break
         expected_trial = extra + max_epochs(ctx) * epoch_best
         cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
-        searcher.limits = affordable_limits(ctx, left)
+        searcher.limits = affordable_limits(ctx, left, runner)
         try:
             with ctx.timings.timed("proposal_s"):
                 proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap)

@@ -349,6 +349,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
         keras.utils.set_random_seed(int(config.seed))
         try:
             model = build_model(init_weights(arch, int(config.seed)))  # BN momentum: engine.training.model
+            batchnorm.match_inputs(model, batchnorm.sample(x_train, int(config.seed)))  # a deepened child's new BN
             train_batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=int(config.seed),
                                     augment=config.augment)
             model.compile(optimizer=_adam(_learning_rate(config, len(train_batches))),
