@@ -13,7 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from views.common import PAGES, keep_keras_state, sync_state
+from views.common import PAGES, keep_keras_state, sync_state, warm_up
 
 ROOT = Path(__file__).parent
 keep_keras_state()
@@ -22,6 +22,7 @@ st.set_page_config(page_title="Sprout · grow an image classifier", page_icon=st
                    layout="wide", initial_sidebar_state="expanded")
 st.logo(str(ROOT / "assets" / "logo.svg"), icon_image=str(ROOT / "assets" / "logo_icon.svg"), size="large")
 st.html(ROOT / "assets" / "style.css")
+warm_up()  # once per server: TensorFlow loads in the background, so no page waits for it
 
 sync_state()
 

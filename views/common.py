@@ -9,9 +9,13 @@ not lose them.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import re
 import secrets
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +23,10 @@ import streamlit as st
 
 from engine import paths
 from engine.errors import SproutError
+from engine.search.labels import run_label
 from engine.search.status import ACTIVE, RunStatus
+
+log = logging.getLogger("sprout.app")
 
 PAGES = {
     "data": "views/data.py",
@@ -59,11 +66,49 @@ def registry():
     return Registry(paths.runs_dir())
 
 
-@st.cache_resource(show_spinner="Checking this computer…")
-def device_name() -> str:
-    from engine.training import device  # Keras (and TensorFlow) load here, once
+@dataclass
+class WarmUp:
+    """What the background warm-up found: the device's name once TensorFlow has loaded."""
 
-    return device.device_name()
+    done: threading.Event = field(default_factory=threading.Event)
+    device: str | None = None
+
+
+# Modules the pages import on their first run: loaded by the warm-up too, so that the first
+# visit to a page does not wait for them (networkx alone takes most of a second).
+PAGE_MODULES = ("engine.figures.tree", "engine.figures.search", "engine.figures.results", "engine.figures.network",
+                "engine.search.jobs", "engine.data.ingest")
+
+
+@st.cache_resource(show_spinner=False)
+def warm_up() -> WarmUp:
+    """Start loading TensorFlow (3-5 s) and the pages' modules in a background thread, once per
+    server process (app.py calls this on every run; the first run starts it). Pages never wait
+    for it: they read :func:`device_name`, which is None until the thread is done."""
+    state = WarmUp()
+    threading.Thread(target=_load_in_background, args=(state,), name="sprout-warm-up", daemon=True).start()
+    return state
+
+
+def _load_in_background(state: WarmUp) -> None:
+    """The warm-up thread: imports only (no streamlit calls, which other threads must not make)."""
+    try:
+        for name in PAGE_MODULES:
+            importlib.import_module(name)
+        from engine.training import device  # Keras (and TensorFlow) load here, once
+
+        state.device = device.device_name()
+    except Exception:  # noqa: BLE001 - the warm-up is a convenience; a run reports real errors
+        log.exception("the background warm-up failed")
+        state.device = "unknown"
+    finally:
+        state.done.set()
+
+
+def device_name() -> str | None:
+    """Where training runs (``"CPU (2 cores)"``), or None while TensorFlow is still loading."""
+    state = warm_up()
+    return state.device if state.done.is_set() else None
 
 
 # ----- state that survives reloads ----------------------------------------------------
@@ -202,7 +247,7 @@ def status_words(snap: dict) -> str:
 
 
 @st.cache_data(ttl=3, show_spinner=False)
-def _list_runs() -> list[dict]:
+def list_runs() -> list[dict]:
     """Registry.list_runs (reads every run folder on disk), at most every 3 s."""
     try:
         return registry().list_runs()
@@ -214,17 +259,17 @@ def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
     """A select box of runs (newest first) when there are several; returns the chosen snapshot.
 
     With no run chosen yet, a running search is chosen (a new tab reattaches to it)."""
-    runs = _list_runs()
+    runs = list_runs()
     current = get_state("run")
     ids = [r["run_id"] for r in sorted(runs, key=lambda r: str(r.get("created") or ""), reverse=True)]
     if current and current not in ids:
         ids.insert(0, current)
     if len(ids) > 1:
+        by_id = {r["run_id"]: r for r in runs}
+
         def fmt(rid: str) -> str:
-            r = next((x for x in runs if x["run_id"] == rid), {})
-            acc = r.get("best_val_accuracy")
-            acc_text = f" · best {acc:.0%}" if isinstance(acc, (int, float)) else ""
-            return f"{rid} · {r.get('searcher', '')} · {r.get('status', '')}{acc_text}"
+            # a run started in the last seconds is not in the (cached) listing yet: its snapshot is
+            return run_label(by_id.get(rid) or snapshot(rid) or {"run_id": rid})
 
         choice = st.selectbox(label, ids, index=ids.index(current) if current in ids else None, format_func=fmt,
                               key=key, placeholder="Choose an earlier search")
