@@ -8,7 +8,6 @@ import io
 import json
 import re
 import shutil
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -152,26 +151,18 @@ def test_pages_without_a_run_show_what_to_do_next():
 def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
     """The Search page never waits for the background warm-up: Start is shown at once, the
     device line says it is still checking, and names the device on a later run."""
-    import views.common as common
+    from views import warmup
 
-    release = threading.Event()
-
-    def slow_warm_up(state):
-        release.wait(60)
-        state.device = "CPU (7 test cores)"
-        state.done.set()
-
-    monkeypatch.setattr(common, "_load_in_background", slow_warm_up)
-    try:
-        at = _app(data="sample")
-        at.switch_page(PAGES["search"])
-        at.run()
-        assert not at.exception, at.exception
-        assert at.button(key="start").label == "Start the search"
-        assert "Runs on: checking this computer…" in _texts(at)
-    finally:
-        release.set()
-    assert common.warm_up().done.wait(10)
+    loading = warmup.WarmUp()
+    monkeypatch.setattr(warmup, "_current", [loading])  # a warm-up that has not finished
+    at = _app(data="sample")
+    at.switch_page(PAGES["search"])
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="start").label == "Start the search"
+    assert "Runs on: checking this computer…" in _texts(at)
+    loading.device = "CPU (7 test cores)"
+    loading.done.set()
     at.run()
     assert "Runs on: **CPU (7 test cores)**" in _texts(at)
 

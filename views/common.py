@@ -9,13 +9,9 @@ not lose them.
 
 from __future__ import annotations
 
-import importlib
-import logging
 import re
 import secrets
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +21,6 @@ from engine import paths
 from engine.errors import SproutError
 from engine.search.labels import run_label
 from engine.search.status import ACTIVE, RunStatus
-
-log = logging.getLogger("sprout.app")
 
 PAGES = {
     "data": "views/data.py",
@@ -64,51 +58,6 @@ def registry():
     from engine.search.jobs import Registry
 
     return Registry(paths.runs_dir())
-
-
-@dataclass
-class WarmUp:
-    """What the background warm-up found: the device's name once TensorFlow has loaded."""
-
-    done: threading.Event = field(default_factory=threading.Event)
-    device: str | None = None
-
-
-# Modules the pages import on their first run: loaded by the warm-up too, so that the first
-# visit to a page does not wait for them (networkx alone takes most of a second).
-PAGE_MODULES = ("engine.figures.tree", "engine.figures.search", "engine.figures.results", "engine.figures.network",
-                "engine.search.jobs", "engine.data.ingest")
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up() -> WarmUp:
-    """Start loading TensorFlow (3-5 s) and the pages' modules in a background thread, once per
-    server process (app.py calls this on every run; the first run starts it). Pages never wait
-    for it: they read :func:`device_name`, which is None until the thread is done."""
-    state = WarmUp()
-    threading.Thread(target=_load_in_background, args=(state,), name="sprout-warm-up", daemon=True).start()
-    return state
-
-
-def _load_in_background(state: WarmUp) -> None:
-    """The warm-up thread: imports only (no streamlit calls, which other threads must not make)."""
-    try:
-        for name in PAGE_MODULES:
-            importlib.import_module(name)
-        from engine.training import device  # Keras (and TensorFlow) load here, once
-
-        state.device = device.device_name()
-    except Exception:  # noqa: BLE001 - the warm-up is a convenience; a run reports real errors
-        log.exception("the background warm-up failed")
-        state.device = "unknown"
-    finally:
-        state.done.set()
-
-
-def device_name() -> str | None:
-    """Where training runs (``"CPU (2 cores)"``), or None while TensorFlow is still loading."""
-    state = warm_up()
-    return state.device if state.done.is_set() else None
 
 
 # ----- state that survives reloads ----------------------------------------------------

@@ -11,9 +11,10 @@ from engine.nas.operations import describe_all
 from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
-    chosen_size, data_label, device_name, empty_state, get_state, is_active, list_runs, load_report, page_button,
-    registry, run_picker, set_state, snapshot, source_of, status_words,
+    chosen_size, data_label, empty_state, get_state, is_active, list_runs, load_report, page_button, registry,
+    run_picker, set_state, snapshot, source_of, status_words,
 )
+from views.warmup import device_name
 
 SEARCHERS = {
     "bayesian": "Smart (Bayesian): predicts which network to try next",
