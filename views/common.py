@@ -217,8 +217,10 @@ def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
         by_id = {r["run_id"]: r for r in runs}
 
         def fmt(rid: str) -> str:
-            # a run started in the last seconds is not in the (cached) listing yet: its snapshot is
-            return run_label(by_id.get(rid) or snapshot(rid) or {"run_id": rid})
+            # the chosen run's label from its snapshot, as fresh as the page (the listing is cached
+            # for 3 s, and a run started in the last seconds is not in it yet)
+            fresh = snapshot(rid) if rid == current or rid not in by_id else None
+            return run_label(fresh or by_id.get(rid) or {"run_id": rid})
 
         choice = st.selectbox(label, ids, index=ids.index(current) if current in ids else None, format_func=fmt,
                               key=key, placeholder="Choose an earlier search")
