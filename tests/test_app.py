@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import shutil
 import time
 import zipfile
@@ -147,6 +148,25 @@ def test_pages_without_a_run_show_what_to_do_next():
         assert words in _texts(at), page
 
 
+def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
+    """The Search page never waits for the background warm-up: Start is shown at once, the
+    device line says it is still checking, and names the device on a later run."""
+    from views import warmup
+
+    loading = warmup.WarmUp()
+    monkeypatch.setattr(warmup, "_current", [loading])  # a warm-up that has not finished
+    at = _app(data="sample")
+    at.switch_page(PAGES["search"])
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="start").label == "Start the search"
+    assert "Runs on: checking this computer…" in _texts(at)
+    loading.device = "CPU (7 test cores)"
+    loading.done.set()
+    at.run()
+    assert "Runs on: **CPU (7 test cores)**" in _texts(at)
+
+
 @pytest.mark.slow
 def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at = _app()
@@ -201,6 +221,7 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     assert not at.exception, at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Test accuracy"].endswith("%")
+    assert re.fullmatch(r"\d{1,3}(\.\d)?( [kM])?", metrics["Size (weights)"]), metrics   # short units: it fits
     keys = {el.proto.id.split("-")[-1] for el in at.get("plotly_chart")}
     assert {"per_class", "confusion", "predictions"} <= keys, keys
     assert at.get("graphviz_chart")
@@ -223,6 +244,8 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at.switch_page(PAGES["try_it"])
     at.run()
     assert not at.exception, at.exception
+    caption = next(c.value for c in at.caption if c.value.startswith("From the search run"))
+    assert "sample digits · bayesian · done · test " in caption and not re.search(r"·\s*·|·\s*\.", caption), caption
     at.segmented_control(key="try_source").set_value("Your data")
     at.run()
     at.button(key="random_test").click()

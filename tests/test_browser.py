@@ -28,6 +28,16 @@ FASHION = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "train"
 SEARCH_BUDGET_S = 120  # stopped once the tree has two networks: a long budget costs no time, and
 # leaves room for a second network on a slow machine (at 40 s, CI trained only the seed)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+SERVER_UP_S = 10  # the server has been up this long before the first page is timed...
+# ...and the Search page shows its Start button within this, from page.goto. Issue #20 asks for
+# 1 s; on the 2 CPU cores this suite shares, Chromium alone needs 1.8-2.6 s to load and draw the
+# page on a warm revisit (the server's part is under 0.5 s), and a first visit measured 2.5-4.6 s
+# while the browser's own start and TensorFlow's background import (6 s under load) competed for
+# the cores. That Start never waits for the import is tests/test_app.py's (deterministic) check.
+START_WITHIN_S = 6.0
+# A run label with an empty field: "a · · b", "a ·  · b", or a trailing "·".
+EMPTY_FIELD = re.compile(r"·\s*·|·\s*$")
+EARLIER_RUN = "20261202-055946-3276b2"  # a run of an earlier server that left only its state.json
 
 pytestmark = [
     pytest.mark.browser,
@@ -88,7 +98,8 @@ def server(tmp_path_factory):
          "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    started = time.monotonic()
+    deadline = started + 60
     while True:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
@@ -99,7 +110,7 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
         time.sleep(0.5)
-    yield url, home
+    yield url, home, started
     proc.terminate()
     try:
         proc.wait(15)
@@ -139,11 +150,50 @@ def _no_exception(page) -> None:
         page.locator("[data-testid=stException]").inner_text())
 
 
+def _run_labels(page, picker: str) -> list[str]:
+    """The options of a run selector (opened, read, closed)."""
+    page.get_by_role("combobox", name=picker).click()
+    options = page.get_by_role("option")
+    options.first.wait_for()
+    labels = options.all_inner_texts()
+    page.keyboard.press("Escape")
+    return labels
+
+
+def _no_empty_label_field(texts: list[str]) -> None:
+    for text in texts:
+        for line in text.splitlines():
+            assert not EMPTY_FIELD.search(line), f"a run label with an empty field: {line!r}"
+
+
+def _earlier_run(home: Path) -> None:
+    """A run folder holding only state.json, as an interrupted earlier server leaves it."""
+    folder = home / "runs" / EARLIER_RUN
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(
+        '{"format": 1, "config": {"searcher": "random", "budget_s": 60}, "created": "2026-12-02T05:59:46Z", '
+        '"data_source": "sample", "phase": "search"}')
+
+
 def test_drop_search_reload_download_try(server, browser, tmp_path):
-    url, home = server
+    url, home, started = server
     folder = _image_tree(tmp_path / "clothes")
+    _earlier_run(home)
     page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
     page.set_default_timeout(60_000)
+
+    # 0. The first visit, to the Search page: its Start button does not wait for TensorFlow
+    time.sleep(max(0.0, started + SERVER_UP_S - time.monotonic()))
+    t0 = time.monotonic()
+    page.goto(f"{url}/search?data=sample")
+    page.get_by_role("button", name="Start the search").wait_for()
+    to_start = time.monotonic() - t0
+    checking = page.get_by_text("Runs on: checking this computer…").count()
+    print(f"page load to a visible Start button: {to_start:.2f} s (device line still checking: {bool(checking)})")
+    assert to_start < START_WITHIN_S, f"Start appeared after {to_start:.2f} s"
+    page.get_by_text(re.compile(r"Runs on: (GPU|CPU) ")).wait_for(timeout=30_000)  # filled in by the warm-up
+    _no_exception(page)
+    _shot(page, "00_search_first_visit")
 
     # 1. Data: drop the folder
     page.goto(url)
@@ -202,6 +252,12 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     ids = _tree_nodes(page)
     assert len(ids) >= 2
     _shot(page, "05_search_done")
+    # every run's label is complete: this run's, and the earlier one that left only state.json
+    labels = _run_labels(page, "Search run")
+    assert len(labels) == 2 and any("sample digits · random · stopped" in label for label in labels), labels
+    upload = re.compile(r"\w+, \w+, \w+ \+1 more · bayesian · stopped · test \d+%$")
+    assert any(upload.search(label) for label in labels), labels
+    _no_empty_label_field(labels + page.get_by_test_id("stCaptionContainer").all_inner_texts())
 
     # clicking a node in the tree shows that network
     xy = page.evaluate(JS_NODE_XY, ids[0])
@@ -238,6 +294,8 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.locator("h3", has_text=re.compile(r"It's|Maybe")).first.wait_for(timeout=90_000)
     _no_exception(page)
     _shot(page, "08_try_it")
+    _no_empty_label_field(_run_labels(page, "Network from search run")
+                          + page.get_by_test_id("stCaptionContainer").all_inner_texts())
 
     # 7. How it works
     page.get_by_role("link", name="How it works").click()

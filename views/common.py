@@ -19,6 +19,7 @@ import streamlit as st
 
 from engine import paths
 from engine.errors import SproutError
+from engine.search.labels import run_label
 from engine.search.status import ACTIVE, RunStatus
 
 PAGES = {
@@ -57,13 +58,6 @@ def registry():
     from engine.search.jobs import Registry
 
     return Registry(paths.runs_dir())
-
-
-@st.cache_resource(show_spinner="Checking this computer…")
-def device_name() -> str:
-    from engine.training import device  # Keras (and TensorFlow) load here, once
-
-    return device.device_name()
 
 
 # ----- state that survives reloads ----------------------------------------------------
@@ -202,7 +196,7 @@ def status_words(snap: dict) -> str:
 
 
 @st.cache_data(ttl=3, show_spinner=False)
-def _list_runs() -> list[dict]:
+def list_runs() -> list[dict]:
     """Registry.list_runs (reads every run folder on disk), at most every 3 s."""
     try:
         return registry().list_runs()
@@ -214,17 +208,19 @@ def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
     """A select box of runs (newest first) when there are several; returns the chosen snapshot.
 
     With no run chosen yet, a running search is chosen (a new tab reattaches to it)."""
-    runs = _list_runs()
+    runs = list_runs()
     current = get_state("run")
     ids = [r["run_id"] for r in sorted(runs, key=lambda r: str(r.get("created") or ""), reverse=True)]
     if current and current not in ids:
         ids.insert(0, current)
     if len(ids) > 1:
+        by_id = {r["run_id"]: r for r in runs}
+
         def fmt(rid: str) -> str:
-            r = next((x for x in runs if x["run_id"] == rid), {})
-            acc = r.get("best_val_accuracy")
-            acc_text = f" · best {acc:.0%}" if isinstance(acc, (int, float)) else ""
-            return f"{rid} · {r.get('searcher', '')} · {r.get('status', '')}{acc_text}"
+            # the chosen run's label from its snapshot, as fresh as the page (the listing is cached
+            # for 3 s, and a run started in the last seconds is not in it yet)
+            fresh = snapshot(rid) if rid == current or rid not in by_id else None
+            return run_label(fresh or by_id.get(rid) or {"run_id": rid})
 
         choice = st.selectbox(label, ids, index=ids.index(current) if current in ids else None, format_func=fmt,
                               key=key, placeholder="Choose an earlier search")

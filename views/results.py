@@ -9,6 +9,7 @@ from engine.figures.network import network_dot
 from engine.figures.results import confusion_figure, per_class_figure
 from engine.figures.search import prediction_figure
 from engine.figures.style import trial_by_id
+from engine.search.labels import short_count
 from engine.search.status import RunStatus
 from views.common import (
     empty_state, is_active, model_labels, page_button, run_dir, run_images, run_picker, status_words, to_display,
@@ -47,7 +48,8 @@ c1.metric("Test accuracy", f"{final['test_accuracy']:.1%}" if final else "–",
           help="Share of the held-back test images the final network labels correctly.")
 c2.metric("Validation accuracy", f"{best['val_accuracy']:.1%}", help="What the search saw while choosing.")
 c3.metric("Networks tried", len(snap.get("trials", [])))
-c4.metric("Size", f"{int(best_trial.get('n_params') or 0):,} weights")
+n_params = int(best_trial.get("n_params") or 0)
+c4.metric("Size (weights)", short_count(n_params), help=f"{n_params:,} weights (trainable numbers) in the network.")
 
 # ----- the best network and per-class scores --------------------------------------------------
 left, right = st.columns([2, 3], gap="large")

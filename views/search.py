@@ -8,11 +8,13 @@ from engine.figures.search import curves_figure, distance_heatmap, mds_figure, p
 from engine.figures.style import fmt_duration, ok_trials, trial_by_id
 from engine.figures.tree import FINAL, selected_trial, tree_figure
 from engine.nas.operations import describe_all
+from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
-    chosen_size, data_label, device_name, empty_state, get_state, is_active, load_report, page_button, registry,
+    chosen_size, data_label, empty_state, get_state, is_active, list_runs, load_report, page_button, registry,
     run_picker, set_state, snapshot, source_of, status_words,
 )
+from views.warmup import device_name
 
 SEARCHERS = {
     "bayesian": "Smart (Bayesian): predicts which network to try next",
@@ -63,7 +65,7 @@ def start_form() -> None:
                                    help="The same seed, data and settings give the same split and choices.")
             budget_s = a3.number_input("…or a budget in seconds", min_value=0, max_value=4 * 3600, value=0, step=10,
                                        key="budget_s", help="For quick tries: overrides the minutes when above 0.")
-        st.caption(f":material/memory: Runs on: **{snap.get('device') if snap else device_name()}**")
+        device_line(snap.get("device") if snap else None)
         if st.button("Start the search", type="primary", icon=":material/play_arrow:", key="start"):
             from engine.search.loop import SearchConfig
 
@@ -75,7 +77,22 @@ def start_form() -> None:
                 st.error(str(exc), icon=":material/error:")
                 return
             set_state("run", run_id)
+            list_runs.clear()  # the new run is listed at once, with its label
             st.rerun()
+
+
+def device_line(known: str | None) -> None:
+    """Where the search will run; TensorFlow may still be loading in the background, and the
+    Start button does not wait for it: the line says so and fills in once it is known."""
+    known = known or device_name()
+
+    @st.fragment(run_every=None if known else 1.0)
+    def line() -> None:
+        name = known or device_name()
+        st.caption(f":material/memory: Runs on: **{name}**" if name
+                   else ":material/memory: Runs on: checking this computer…")
+
+    line()
 
 
 if not active:
@@ -118,12 +135,15 @@ def status_row(snap: dict) -> None:
         st.error(snap["error"], icon=":material/error:")
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(f"Time used (budget {fmt_duration(budget)})", fmt_duration(elapsed))
-    c2.metric("Networks trained",
-              f"{len(ok)}" + (f" (+{len(trials) - len(ok)} failed)" if len(trials) > len(ok) else ""))
+    failed = len(trials) - len(ok)
+    # details go in the small line under a metric (delta, grey, no arrow) so values fit their column
+    c2.metric("Networks trained", len(ok), delta=f"{failed} failed" if failed else None, delta_color="off",
+              delta_arrow="off")
     c3.metric("Best validation accuracy",
               f"{best['val_accuracy']:.1%}" if best.get("val_accuracy") is not None else "–",
               help="Share of the held-back validation images the best network gets right.")
-    c4.metric("Device", snap.get("device") or "–")
+    kind, detail = device_parts(snap.get("device"))
+    c4.metric("Device", kind, delta=detail, delta_color="off", delta_arrow="off", help=snap.get("device"))
     if budget and is_active(snap):
         st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left")
     recipe = snap.get("recipe")

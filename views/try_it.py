@@ -5,6 +5,7 @@ import streamlit as st
 
 from engine.errors import SproutError
 from engine.figures.results import top_predictions_figure
+from engine.search.labels import run_label
 from views.common import empty_state, model_labels, run_images, run_model, run_picker, run_test_indices, to_display
 
 CHART_CONFIG = {"displayModeBar": False}
@@ -21,8 +22,8 @@ if model is None:
 
 names = model_labels(snap)
 size, channels = int(snap["image_size"]), int(snap["channels"])  # dataset.json's, as the snapshot holds them
-st.caption(f"Network from run {snap['run_id']} · knows {len(names)} classes: {', '.join(map(str, names[:12]))}"
-           + ("…" if len(names) > 12 else ""))
+st.caption(f"From the search run {run_label(snap)}. The network knows {len(names)} classes: "
+           f"{', '.join(map(str, names[:12]))}" + ("…" if len(names) > 12 else ""))
 
 source = st.segmented_control("Picture from", ["Upload", "Camera", "Your data"], default="Upload", key="try_source",
                               help="‘Your data’ picks a random test image the network never trained on.")

@@ -89,7 +89,7 @@ class Registry:
                     run_id = new_run_id()
             run_dir = self.runs_root / run_id
             run_dir.parent.mkdir(parents=True, exist_ok=True)
-            monitor = RunMonitor(run_id, run_dir, config)
+            monitor = RunMonitor(run_id, run_dir, config, data_source=data_dir)
             stop = threading.Event()
             thread = threading.Thread(target=self._work, name=f"sprout-run-{run_id}", daemon=True,
                                       args=(run_id, data_dir, run_dir, config, monitor, stop,
@@ -185,6 +185,7 @@ class Registry:
                 out[run_id] = {"run_id": run_id, "status": s["status"], "created": s.get("created"),
                                "best_val_accuracy": (s["best"] or {}).get("val_accuracy"),
                                "searcher": s.get("searcher"), "n_trials": len(s["trials"]),
+                               "data_source": s.get("data_source"), "class_names": list(s["class_names"]),
                                "test_accuracy": (s["final"] or {}).get("test_accuracy"), "live": True}
         if self.runs_root.is_dir():
             for folder in self.runs_root.iterdir():

@@ -29,7 +29,8 @@ MAX_LOG_LINES = 200
 class RunMonitor:
     """The snapshot of one run, kept up to date from :func:`run_search` events."""
 
-    def __init__(self, run_id: str, run_dir: Path, config=None, status: RunStatus = RunStatus.STARTING):
+    def __init__(self, run_id: str, run_dir: Path, config=None, status: RunStatus = RunStatus.STARTING,
+                 data_source=None):
         from engine.nas.distance import DistanceCache
 
         self.lock = threading.Lock()
@@ -45,6 +46,7 @@ class RunMonitor:
             "trials": [], "distances": {"ids": [], "matrix": []}, "in_flight": None, "phase": None,
             "best": None, "final": None, "files": {"keras": None, "labels": None}, "log": [],
             "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
+            "data_source": str(data_source) if data_source is not None else None,
         }
 
     # ----- events (called from the run's thread) ------------------------------------------
@@ -200,7 +202,8 @@ def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
     summary = folder.read_summary()
     dataset = folder.read_dataset() or {}
     config = state.get("config") or {}
-    monitor = RunMonitor(run_id or folder.root.name, folder.root)
+    monitor = RunMonitor(run_id or folder.root.name, folder.root,
+                         data_source=state.get("data_source") or dataset.get("source"))
     m = monitor.snap
     m.update(searcher=config.get("searcher"), budget_s=config.get("budget_s"), device=state.get("device"),
              recipe=state.get("recipe"),
@@ -250,7 +253,12 @@ def _disk_listing(folder: RunFolder) -> dict:
     else:
         scores = [r.get("val_accuracy") for r in read_jsonl(folder.trials_path) if r.get("status") == TrialStatus.OK]
         best = max((s for s in scores if s is not None), default=None)
+    try:
+        class_names = list((folder.read_dataset() or {}).get("class_names") or [])
+    except (OSError, ValueError):  # a damaged dataset.json only costs the label its data name
+        class_names = []
     return {"run_id": folder.root.name, "status": status, "created": state.get("created"),
             "best_val_accuracy": best, "searcher": (state.get("config") or {}).get("searcher"),
+            "data_source": state.get("data_source"), "class_names": class_names,
             "n_trials": (summary or {}).get("n_trials"),
             "test_accuracy": (summary or {}).get("test_accuracy"), "live": False}

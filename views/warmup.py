@@ -1,0 +1,63 @@
+"""Loading TensorFlow (3-5 s) and the pages' modules in the background, once per server process.
+
+serve.py starts it when the server starts (its ``st.App`` lifespan); app.py starts it too, on
+its first run, for servers started as ``streamlit run app.py``. Pages never wait for it: they
+read :func:`device_name`, which is None until the thread is done. This module and its thread
+never import streamlit (other threads must not call it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass, field
+
+log = logging.getLogger("sprout.app")
+
+# Modules the pages import on their first run: loaded here too, so that the first visit to a
+# page does not wait for them (networkx, under engine.figures.tree, alone takes most of a second).
+PAGE_MODULES = ("engine.figures.tree", "engine.figures.search", "engine.figures.results",
+                "engine.figures.network", "engine.search.jobs", "engine.data.ingest")
+
+
+@dataclass
+class WarmUp:
+    """What the warm-up found: the device's name once TensorFlow has loaded."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    device: str | None = None
+
+
+_lock = threading.Lock()
+_current: list[WarmUp] = []  # the process's one warm-up, once started
+
+
+def start_warm_up() -> WarmUp:
+    """The process's warm-up: started by the first call, in a daemon thread; later calls return it."""
+    with _lock:
+        if not _current:
+            state = WarmUp()
+            threading.Thread(target=_load, args=(state,), name="sprout-warm-up", daemon=True).start()
+            _current.append(state)
+        return _current[0]
+
+
+def _load(state: WarmUp) -> None:
+    try:
+        for name in PAGE_MODULES:
+            importlib.import_module(name)
+        from engine.training import device  # Keras (and TensorFlow) load here, once
+
+        state.device = device.device_name()
+    except Exception:  # noqa: BLE001 - a convenience only: a search reports real errors itself
+        log.exception("the background warm-up failed")
+        state.device = "unknown"
+    finally:
+        state.done.set()
+
+
+def device_name() -> str | None:
+    """Where training runs (``"CPU (2 cores)"``), or None while TensorFlow is still loading."""
+    state = start_warm_up()
+    return state.device if state.done.is_set() else None
