@@ -1,7 +1,7 @@
 """Loading TensorFlow (3-5 s) and the pages' modules in the background, once per server process.
 
-serve.py starts it when the server starts (its ``st.App`` lifespan); app.py starts it too, on
-its first run, for servers started as ``streamlit run app.py``. Pages never wait for it: they
+app.py starts it when ``streamlit run app.py`` starts the server (the lifespan of its ``st.App``),
+and its main() on the first visit to a server started another way. Pages never wait for it: they
 read :func:`device_name`, which is None until the thread is done. This module and its thread
 never import streamlit (other threads must not call it).
 """
