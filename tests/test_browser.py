@@ -29,12 +29,16 @@ SEARCH_BUDGET_S = 120  # stopped once the tree has two networks: a long budget c
 # leaves room for a second network on a slow machine (at 40 s, CI trained only the seed)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 SERVER_UP_S = 10  # the server has been up this long before the first page is timed...
-# ...and the Search page shows its Start button within this, from page.goto. Issue #20 asks for
-# 1 s; on the 2 CPU cores this suite shares, Chromium alone needs 1.8-2.6 s to load and draw the
-# page on a warm revisit (the server's part is under 0.5 s), and a first visit measured 2.5-4.6 s
-# while the browser's own start and TensorFlow's background import (6 s under load) competed for
-# the cores. That Start never waits for the import is tests/test_app.py's (deterministic) check.
+# ...and from the page's load event (Chromium has loaded Streamlit's page and scripts) the
+# Search page shows its Start button within START_AFTER_LOAD_S (issue #20): the app's part.
+# From page.goto the browser's own part comes on top: 1.8-2.6 s for Chromium to fetch, parse
+# and draw Streamlit's bundle on these 2 shared cores, 2.5-4.6 s on a first visit while
+# TensorFlow's background import competed for the cores; START_WITHIN_S bounds that loosely.
+# That Start never waits for the import is tests/test_app.py's (deterministic) check.
+START_AFTER_LOAD_S = 1.0
 START_WITHIN_S = 6.0
+# Milliseconds from the navigation's load event to now, in the page's own clock.
+JS_SINCE_LOAD_MS = "() => performance.now() - performance.getEntriesByType('navigation')[0].loadEventEnd"
 # A run label with an empty field: "a · · b", "a ·  · b", or a trailing "·".
 EMPTY_FIELD = re.compile(r"·\s*·|·\s*$")
 EARLIER_RUN = "20261202-055946-3276b2"  # a run of an earlier server that left only its state.json
@@ -187,10 +191,13 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     t0 = time.monotonic()
     page.goto(f"{url}/search?data=sample")
     page.get_by_role("button", name="Start the search").wait_for()
+    after_load = page.evaluate(JS_SINCE_LOAD_MS) / 1000
     to_start = time.monotonic() - t0
     checking = page.get_by_text("Runs on: checking this computer…").count()
-    print(f"page load to a visible Start button: {to_start:.2f} s (device line still checking: {bool(checking)})")
-    assert to_start < START_WITHIN_S, f"Start appeared after {to_start:.2f} s"
+    print(f"Start visible {after_load:.2f} s after the page's load event, {to_start:.2f} s after goto "
+          f"(device line still checking: {bool(checking)})")
+    assert after_load < START_AFTER_LOAD_S, f"Start appeared {after_load:.2f} s after the page loaded"
+    assert to_start < START_WITHIN_S, f"Start appeared {to_start:.2f} s after goto"
     page.get_by_text(re.compile(r"Runs on: (GPU|CPU) ")).wait_for(timeout=30_000)  # filled in by the warm-up
     _no_exception(page)
     _shot(page, "00_search_first_visit")
