@@ -33,17 +33,20 @@ TARGET_TRIALS = 10
 #: epoch took 1.2-2x the seed's).
 GROWTH = 1.5
 #: Largest share of the search time (budget less data loading and the final reserve) the seed takes.
-SEED_SHARE = 0.3
+SEED_SHARE = 0.25
 #: The seed's epochs are not cut below this: it learns from scratch.
 MIN_SEED_EPOCHS = 3
-#: The prior for an epoch's time, measured on 2 CPU cores (the sample's seed at 16 and 32 px,
-#: batches of 64: 0.55 and 1.3 s an epoch): a fixed cost per optimiser step and a cost per
-#: multiply-add of one image's forward pass (training is about 3 of them). Only the seed's plan
-#: uses it; every later estimate comes from measured epochs (engine.search.budget.CostModel).
-STEP_S = 0.02
-FLOP_S = 9.4e-11
+#: The prior for an epoch's time: a fixed cost per optimiser step and a cost per multiply-add
+#: of one image's forward pass (training is about 3 of them). Measured on 2 idle CPU cores (the
+#: sample's seed at 16 and 32 px in batches of 64: 0.55 and 1.3 s an epoch: 0.02 s and 9.4e-11 s),
+#: then doubled: on the same cores busy with other work the seed's epochs took twice as long and
+#: a one-minute search trained 2 networks; a seed planned too short costs the search less than
+#: one planned too long. Only the seed's plan uses it; every later estimate comes from measured
+#: epochs (engine.search.budget.CostModel).
+STEP_S = 0.04
+FLOP_S = 1.9e-10
 #: Model building and tracing of a trial, before its first epoch, in the prior.
-PRIOR_EXTRA_S = 2.5
+PRIOR_EXTRA_S = 3.0
 
 
 def prior_epoch_s(arch_flops: float, n_train: int, batch_size: int) -> float:
