@@ -6,7 +6,8 @@
 Each (budget, seed) runs ``python -m engine search sample --budget B --seed S`` in a fresh
 process, as the command line does (TensorFlow's import counts against the budget), with the
 code in ``--code`` (default: this checkout; a worktree of an older commit measures "before").
-Runs go round-robin over the budgets and labels given in one call, so a change in the machine's
+With no ``--label`` it only rewrites the report from the rows kept. Runs go round-robin over
+the budgets and labels given in one call, so a change in the machine's
 load hits every column alike. Reported per run: networks trained, the most epochs a grown
 network trained, test accuracy, wall time of the command. Rows are kept in
 ``bench/results/short-budgets.json`` under ``--label``; ``bench/results/short-budgets.md`` shows
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -69,14 +71,15 @@ def table(rows_by_label: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--label", action="append", required=True,
+    parser.add_argument("--label", action="append", default=[],
                         help="the code's name in the table; repeat with --code for several")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. how busy the machine was)")
     parser.add_argument("--code", action="append", default=None, help="checkout to run (one per --label)")
     parser.add_argument("--budgets", default="60,120,300")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", default="/tmp/short-budgets")
     args = parser.parse_args(argv)
-    codes = [Path(c).resolve() for c in (args.code or [str(ROOT)])]
+    codes = [Path(c).resolve() for c in (args.code or [str(ROOT)] * len(args.label))]
     if len(codes) != len(args.label):
         parser.error(f"expected one --code per --label, received {len(codes)} and {len(args.label)}")
     budgets = [float(b) for b in args.budgets.split(",")]
@@ -89,10 +92,14 @@ def main(argv: list[str] | None = None) -> None:
     for seed in seeds:
         for budget in budgets:
             for label, code in zip(args.label, codes):
-                row = run_one(code, budget, seed, work / f"{label}-{budget:g}-{seed}")
+                row = run_one(code, budget, seed, work / f"{re.sub(r'[^A-Za-z0-9]+', '-', label)}-{budget:g}-{seed}")
                 saved[label].append(row)
                 print(label, row, flush=True)
                 store.write_text(json.dumps(saved, indent=1))
+    write_report(saved, args.note)
+
+
+def write_report(saved: dict, note: str = "") -> None:
     machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
                f"Python {platform.python_version()}, {date.today().isoformat()}")
     (RESULTS / "short-budgets.md").write_text(
@@ -100,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         "`python -m bench.short_budgets`: `python -m engine search sample --budget B --seed S`, each in a fresh "
         "process (TensorFlow's import counts). Networks trained include the first; wall is the whole command. "
         "Epochs: the first network's, and the most any grown network trained.\n\n"
-        f"Machine: {machine}.\n\n" + table(saved) + "\n")
+        f"Machine: {machine}. {note}\n\n" + table(saved) + "\n")
 
 
 if __name__ == "__main__":
