@@ -26,9 +26,8 @@ ROOT = Path(__file__).parent
 
 
 def main() -> None:
-    from views.common import PAGES, keep_keras_state, sync_state
+    from views.common import PAGES, sync_state
 
-    keep_keras_state()
     st.set_page_config(page_title="Sprout · grow an image classifier",
                        page_icon=str(ROOT / "assets" / "logo_icon.svg"), layout="wide",
                        initial_sidebar_state="expanded")

@@ -35,26 +35,10 @@ _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
 # ----- shared, process-wide objects ---------------------------------------------------
-def keep_keras_state() -> None:
-    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
-
-    Streamlit does that (``script_runner._clean_problem_modules``) for apps that build models
-    in the script. Sprout trains in a background thread instead, and clearing Keras' global
-    state under it at each live refresh (every second) forced TensorFlow to retrace and made
-    training about ten times slower. Matplotlib, the function's other target, is not used.
-    """
-    from streamlit.runtime.scriptrunner import script_runner
-
-    script_runner._clean_problem_modules = _no_cleanup
-
-
-def _no_cleanup() -> None:
-    pass
-
-
 @st.cache_resource(show_spinner=False)
 def registry():
-    """The process-wide registry of search runs (thread-safe; shared by every session)."""
+    """The process-wide registry of search runs (thread-safe; shared by every session). Each
+    search runs in a process of its own, so Streamlit's clean-up after a rerun never touches it."""
     from engine.search.jobs import Registry
 
     return Registry(paths.runs_dir())
@@ -181,12 +165,14 @@ def is_active(snap: dict | None) -> bool:
 
 
 STATUS_WORDS = {
+    RunStatus.QUEUED: ("Waiting for a free place", ":material/hourglass_empty:"),
     RunStatus.STARTING: ("Getting ready", ":material/hourglass_top:"),
     RunStatus.RUNNING: ("Searching", ":material/eco:"),
     RunStatus.FINISHING: ("Finishing: testing the best network", ":material/science:"),
     RunStatus.DONE: ("Finished", ":material/check_circle:"),
     RunStatus.STOPPED: ("Stopped", ":material/stop_circle:"),
     RunStatus.FAILED: ("Something went wrong", ":material/warning:"),
+    RunStatus.INTERRUPTED: ("Interrupted", ":material/pause_circle:"),
 }
 
 
