@@ -44,6 +44,8 @@ RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 POLL_S = 0.1          # how often the supervisor reads the workers' events
 STOP_GRACE_S = 20.0   # a worker still there this long after a stop is killed
 RSS_EVERY_S = 1.0     # how often the supervisor reads each worker's memory
+#: the command that runs one search (the run folder, data and config are added)
+WORKER = [sys.executable, "-m", "engine.search.worker"]
 
 
 def new_run_id() -> str:
@@ -86,7 +88,7 @@ class Registry:
     def __init__(self, runs_root: Path, max_active: int | None = None, worker: list[str] | None = None):
         self.runs_root = Path(runs_root)
         self.max_active = machine.max_active() if max_active is None else max(1, int(max_active))
-        self.worker = list(worker or [sys.executable, "-m", "engine.search.worker"])
+        self.worker = list(worker or WORKER)
         self.rss_limit_mb = machine.rss_ceiling_mb(self.max_active)
         self.stop_grace_s = STOP_GRACE_S
         self._lock = threading.Lock()
@@ -191,6 +193,12 @@ class Registry:
         with self._lock:
             job = self._jobs.get(_check_run_id(run_id))
         return True if job is None else job.done.wait(timeout)
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id of a run's worker while it runs (None when it does not)."""
+        with self._lock:
+            job = self._jobs.get(_check_run_id(run_id))
+        return job.proc.pid if job is not None and job.running else None
 
     def queue(self) -> list[str]:
         """Run ids waiting for a place, first first."""
@@ -359,6 +367,7 @@ class Registry:
             job.monitor.set_status(RunStatus.FAILED, f"the search process could not start ({exc})")
             job.done.set()
             return
+        job.rss_at = time.monotonic()  # the first memory reading a second after the start
         job.monitor.set_status(RunStatus.STARTING)
 
     @staticmethod
