@@ -295,3 +295,62 @@ def test_stop_keeps_the_best_network_so_far():
     at.switch_page(PAGES["results"])
     at.run()
     assert not at.exception and {m.label: m.value for m in at.metric}["Test accuracy"].endswith("%")
+
+
+@pytest.mark.slow
+def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypatch):
+    """The search's process is SIGKILLed: the page keeps working, shows the run as interrupted,
+    says which network was lost and offers Resume, which goes on from the last finished network.
+    (A worker with a stand-in trainer, tests/fake_worker.py: this is about processes, not training.)"""
+    import os
+    import signal
+    import sys
+
+    from engine import paths
+    from engine.search import jobs
+
+    from views.warmup import start_warm_up
+
+    monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "search"])
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.4")
+    # the warm-up thread imports plotly (and pandas) while a first page may: done first, as in a
+    # server that has been up a few seconds (two threads importing pandas at once can fail)
+    assert start_warm_up().done.wait(120)
+    at = _app(data="sample", size="8")
+    at.switch_page(PAGES["search"])
+    at.run()
+    at.number_input(key="budget_s").set_value(600)
+    at.number_input(key="epochs").set_value(2)
+    at.button(key="start").click()
+    at.run()
+    run_id = at.query_params["run"]
+    trials = Path(paths.runs_dir()) / run_id / "trials.jsonl"
+
+    def rerun_until(check, what: str) -> None:
+        t0 = time.monotonic()
+        while not check():
+            assert time.monotonic() - t0 < SEARCH_CAP_S, f"waited in vain for {what}: {_texts(at)[-400:]}"
+            time.sleep(0.3)
+            at.run()
+            assert not at.exception, at.exception
+
+    def heads() -> str:
+        return " ".join(h.value for h in at.subheader)
+
+    rerun_until(lambda: trials.exists() and trials.read_text().count("\n") >= 1
+                and "Now training network #1" in _texts(at), "network #1 in training")
+    os.kill(json.loads((trials.parent / "state.json").read_text())["pid"], signal.SIGKILL)
+    rerun_until(lambda: "Interrupted" in heads(), "the run to show as interrupted")
+    kept = trials.read_text().count("\n")
+    assert f"Network #{kept}, in training, was lost" in _texts(at) and "SIGKILL" in _texts(at)
+    assert at.button(key="resume").label == "Resume"
+    at.button(key="resume").click()
+    at.run()
+    assert not at.exception, at.exception
+    rerun_until(lambda: "Searching" in heads() and trials.read_text().count("\n") > kept, "the lost network redone")
+    at.button(key="stop").click()
+    at.run()
+    rerun_until(lambda: "Stopped" in heads(), "the run to stop")
+    ids = [json.loads(line)["id"] for line in trials.read_text().splitlines()]
+    assert ids == [str(i) for i in range(len(ids))] and len(ids) > kept, ids
+    assert "Done!" in at.success[0].value
