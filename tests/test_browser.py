@@ -261,7 +261,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     _shot(page, "05_search_done")
     # every run's label is complete: this run's, and the earlier one that left only state.json
     labels = _run_labels(page, "Search run")
-    assert len(labels) == 2 and any("sample digits · random · stopped" in label for label in labels), labels
+    assert len(labels) == 2 and any("sample digits · random · interrupted" in label for label in labels), labels
     upload = re.compile(r"\w+, \w+, \w+ \+1 more · bayesian · stopped · test \d+%$")
     assert any(upload.search(label) for label in labels), labels
     _no_empty_label_field(labels + page.get_by_test_id("stCaptionContainer").all_inner_texts())
