@@ -312,7 +312,7 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     from views.warmup import start_warm_up
 
     monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "search"])
-    monkeypatch.setenv("FAKE_EPOCH_S", "0.4")
+    monkeypatch.setenv("FAKE_EPOCH_S", "1.0")
     # the warm-up thread imports plotly (and pandas) while a first page may: done first, as in a
     # server that has been up a few seconds (two threads importing pandas at once can fail)
     assert start_warm_up().done.wait(120)
@@ -337,9 +337,19 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     def heads() -> str:
         return " ".join(h.value for h in at.subheader)
 
-    rerun_until(lambda: trials.exists() and trials.read_text().count("\n") >= 1
-                and "Now training network #1" in _texts(at), "network #1 in training")
+    def training_after_one() -> bool:
+        """A network after the first in training, as the worker's last event says (no page lag)."""
+        n = trials.read_text().count("\n") if trials.exists() else 0
+        events = (trials.parent / ".events.jsonl").read_text().splitlines() if n else []
+        last = json.loads(events[-1]) if events else {}
+        return n >= 1 and last.get("type") in ("trial_started", "batch") and last.get("trial_id") == str(n)
+
+    t0 = time.monotonic()
+    while not training_after_one():
+        assert time.monotonic() - t0 < SEARCH_CAP_S, "no second network trained"
+        time.sleep(0.02)
     os.kill(json.loads((trials.parent / "state.json").read_text())["pid"], signal.SIGKILL)
+    at.run()
     rerun_until(lambda: "Interrupted" in heads(), "the run to show as interrupted")
     kept = trials.read_text().count("\n")
     assert f"Network #{kept}, in training, was lost" in _texts(at) and "SIGKILL" in _texts(at)

@@ -81,6 +81,10 @@ def run(run_dir: Path, data_source: str, config_dict: dict, resume: bool, emit, 
 
     try:
         config = SearchConfig.from_dict(config_dict)
+        # TensorFlow loads before the search's clock starts, as it had in the server before searches
+        # had processes of their own: the budget is the search's, not this process's start-up
+        from engine.training import device  # noqa: F401
+
         run_search(data_source, run_dir, config, events=emit, stop=stop, resume=resume)
         return 0
     except SproutError as exc:
