@@ -4,6 +4,7 @@
 - ``hold``: no TensorFlow, no search. Sends "started" and "trial_started" for trial 0, then
   waits until the run folder holds a file named ``release`` (then finishes "done") or a
   SIGTERM comes (then finishes "stopped"). Starts in a fraction of a second: for the queue.
+- ``deaf``: as ``hold``, but ignores SIGTERM (a worker that does not answer a stop).
 - ``search``: the real worker with :class:`tests.helpers.FakeTrainer` in place of training
   (``FAKE_EPOCH_S`` seconds per epoch): real run folders, real resume, no real training.
 """
@@ -19,11 +20,11 @@ import time
 from pathlib import Path
 
 
-def hold(run_dir: Path) -> int:
+def hold(run_dir: Path, deaf: bool = False) -> int:
     from engine.search.worker import EVENTS, EventWriter
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if deaf else (lambda *_: stop.set()))
     emit = EventWriter(run_dir / EVENTS)
     emit({"type": "started", "searcher": "random", "device": "CPU (fake)", "class_names": ["a", "b"],
           "image_size": 8, "channels": 1, "pid": os.getpid()})
@@ -47,8 +48,8 @@ def search(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     mode, rest = sys.argv[1], sys.argv[2:]
-    if mode == "hold":
-        sys.exit(hold(Path(rest[0])))
+    if mode in ("hold", "deaf"):
+        sys.exit(hold(Path(rest[0]), deaf=mode == "deaf"))
     if mode == "search":
         sys.exit(search(rest))
     print(f"expected a mode, hold or search; received {json.dumps(mode)}", file=sys.stderr)

@@ -364,3 +364,45 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     ids = [json.loads(line)["id"] for line in trials.read_text().splitlines()]
     assert ids == [str(i) for i in range(len(ids))] and len(ids) > kept, ids
     assert "Done!" in at.success[0].value
+
+
+def test_a_search_beyond_the_limit_waits_in_the_queue_and_can_be_cancelled(monkeypatch, tmp_path):
+    """SPROUT_MAX_ACTIVE=1: a second search started from another tab waits, the page shows its
+    place in the queue and a Cancel, which removes it. (tests/fake_worker.py's "hold" worker
+    stands in for the search: this is about the queue, not training.)"""
+    import sys
+
+    from engine import paths
+    from engine.search import jobs
+    from views.warmup import start_warm_up
+
+    monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "hold"])
+    monkeypatch.setenv("SPROUT_MAX_ACTIVE", "1")
+    assert start_warm_up().done.wait(120)  # see test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page
+    tabs = []
+    for _ in range(2):
+        at = _app(data="sample", size="8")
+        at.switch_page(PAGES["search"])
+        at.run()
+        at.button(key="start").click()
+        at.run()
+        assert not at.exception, at.exception
+        tabs.append(at)
+    first, second = tabs
+    first_id, second_id = first.query_params["run"], second.query_params["run"]
+    assert first_id != second_id
+    assert any("Waiting for a free place" in h.value for h in second.subheader), [h.value for h in second.subheader]
+    assert "number **1** in the queue" in _texts(second)
+    assert "start" not in [b.key for b in second.button], "no second Start while this tab's search waits"
+    second.button(key="cancel").click()
+    second.run()
+    assert not second.exception, second.exception
+    assert "run" not in second.query_params and "in the queue" not in _texts(second)
+    assert not (Path(paths.runs_dir()) / second_id).exists()
+    (Path(paths.runs_dir()) / first_id / "release").write_text("")  # the first search ends
+    t0 = time.monotonic()
+    while not any("Finished" in h.value for h in first.subheader):
+        assert time.monotonic() - t0 < 30, [h.value for h in first.subheader]
+        time.sleep(0.2)
+        first.run()
+    assert not first.exception, first.exception

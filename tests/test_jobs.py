@@ -25,6 +25,7 @@ from engine.search.loop import SearchConfig
 from tests.helpers import FakeTrainer
 
 HOLD = [sys.executable, "-m", "tests.fake_worker", "hold"]
+DEAF = [sys.executable, "-m", "tests.fake_worker", "deaf"]
 FAKE_SEARCH = [sys.executable, "-m", "tests.fake_worker", "search"]
 
 SNAPSHOT_KEYS = {"run_id", "status", "error", "searcher", "device", "budget_s", "elapsed_s", "class_names",
@@ -294,6 +295,30 @@ def test_a_worker_over_its_memory_ceiling_is_stopped_with_a_plain_message(tmp_pa
         snap = registry.snapshot(run_id)
         assert snap["status"] == "stopped"
         assert "more than the 1 MB one search may use" in snap["error"] and "SPROUT_WORKER_MAX_RSS_MB" in snap["error"]
+    finally:
+        registry.close()
+
+
+def test_a_worker_that_ignores_stop_is_ended_after_the_grace_and_a_second_stop_ends_one_at_once(tmp_path):
+    registry = Registry(tmp_path / "runs", max_active=2, worker=DEAF)
+    registry.stop_grace_s = 0.5
+    try:
+        deaf, twice = registry.start("sample", _config()), registry.start("sample", _config(seed=1))
+        _wait_status(registry, deaf, "running")
+        _wait_status(registry, twice, "running")
+        registry.stop(deaf)
+        assert not registry.wait(deaf, 0.3), "ended before its grace"
+        assert registry.wait(deaf, 10)
+        snap = registry.snapshot(deaf)
+        assert snap["status"] == "interrupted" and "SIGKILL" in snap["error"]
+        assert any("did not stop within 0.5 s" in line for line in snap["log"])
+        t0 = time.monotonic()
+        registry.stop(twice)
+        registry.stop(twice)
+        assert registry.wait(twice, 10) and time.monotonic() - t0 < 2
+        snap = registry.snapshot(twice)
+        assert snap["status"] == "interrupted" and "Network #0, in training, was lost" in snap["error"]
+        assert any("stopped at once" in line for line in snap["log"])
     finally:
         registry.close()
 

@@ -159,6 +159,7 @@ def run_controls(snap: dict, column) -> None:
                 "in the queue and starts by itself when a place is free.", icon=":material/hourglass_empty:")
         if column.button("Cancel", icon=":material/close:", key="cancel", help="Removes this search from the queue"):
             _control(lambda: registry().cancel(run_id))
+            list_runs.clear()  # the cancelled run leaves the run picker at once
             st.rerun()
     elif is_active(snap):
         stopping = bool(snap.get("stopping"))
