@@ -34,7 +34,7 @@ from typing import Any
 from engine.errors import SproutError
 from engine.search import machine
 from engine.search.folder import RunFolder, is_run_folder
-from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, snapshot_from_disk
+from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, interrupted_message, snapshot_from_disk
 from engine.search.status import FINISHED, RunStatus
 from engine.search.worker import EVENTS, LOG
 
@@ -70,6 +70,7 @@ class _Job:
         self.offset, self.partial = 0, b""
         self.stop_at: float | None = None
         self.memory_note: str | None = None
+        self.killed = False
         self.rss_at = 0.0
         self.done = threading.Event()
 
@@ -125,6 +126,7 @@ class Registry:
             self._disk_cache.pop(run_id, None)
             self._dispatch()
             self._ensure_supervisor()
+        self._wake.set()
         return run_id
 
     def resume(self, run_id: str) -> str:
@@ -277,7 +279,8 @@ class Registry:
                     log.exception("supervising run %s", job.run_id)
             with self._lock:
                 self._dispatch()
-            self._wake.wait(POLL_S)
+                busy = any(j.running for j in self._jobs.values())
+            self._wake.wait(POLL_S if busy else None)  # idle: asleep until start() or close()
             self._wake.clear()
 
     def _follow(self, job: _Job) -> None:
@@ -287,7 +290,8 @@ class Registry:
             self._ended(job, code)
             return
         now = time.monotonic()
-        if job.stop_at is not None and now - job.stop_at > self.stop_grace_s:
+        if job.stop_at is not None and now - job.stop_at > self.stop_grace_s and not job.killed:
+            job.killed = True
             self._signal(job, signal.SIGKILL)
             with job.monitor.lock:
                 job.monitor._log(f"the search did not stop within {self.stop_grace_s:g} s: its process was ended")
@@ -376,21 +380,3 @@ class Registry:
             job.proc.send_signal(sig)
         except (OSError, AttributeError):
             pass  # it has just ended; the supervisor sees that
-
-
-def interrupted_message(code: int, flight: dict | None, n_ok: int, memory_note: str | None = None) -> str:
-    """What people are told when a search's process ended without finishing."""
-    if code < 0:
-        try:
-            how = f"was ended by signal {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"was ended by signal {-code}"
-    else:
-        how = f"ended with status {code}"
-    words = [memory_note] if memory_note else []
-    words.append(f"The search's process {how} before it finished.")
-    if flight and flight.get("trial_id") is not None:
-        words.append(f"Network #{flight['trial_id']}, in training, was lost.")
-    words.append(f"Resume continues from the {n_ok} network{'s' if n_ok != 1 else ''} that finished training."
-                 if n_ok else "Resume starts it again.")
-    return " ".join(words)

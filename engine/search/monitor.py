@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -272,3 +273,21 @@ def _disk_listing(folder: RunFolder) -> dict:
             "data_source": state.get("data_source"), "class_names": class_names,
             "n_trials": (summary or {}).get("n_trials"),
             "test_accuracy": (summary or {}).get("test_accuracy"), "live": False}
+
+
+def interrupted_message(code: int, flight: dict | None, n_ok: int, memory_note: str | None = None) -> str:
+    """What people are told when a search's process ended without finishing."""
+    if code < 0:
+        try:
+            how = f"was ended by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was ended by signal {-code}"
+    else:
+        how = f"ended with status {code}"
+    words = [memory_note] if memory_note else []
+    words.append(f"The search's process {how} before it finished.")
+    if flight and flight.get("trial_id") is not None:
+        words.append(f"Network #{flight['trial_id']}, in training, was lost.")
+    words.append(f"Resume continues from the {n_ok} network{'s' if n_ok != 1 else ''} that finished training."
+                 if n_ok else "Resume starts it again.")
+    return " ".join(words)
