@@ -50,6 +50,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 TARGET_RERUN_P95_MS = 300
 TARGET_NODE_DELAY_S = 2.0
+WARM_UP_S = 20
 
 JS_RECORDER = """() => {
   if (window.__seen) return;
@@ -82,6 +83,9 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     for _ in range(120):
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                # let the server's background warm-up (TensorFlow, plotly, pandas) finish first: a
+                # first page importing pandas while that thread does can fail ("partially initialized")
+                time.sleep(WARM_UP_S)
                 return proc, url
         except OSError:
             time.sleep(0.5)
@@ -155,7 +159,10 @@ def server_side(budget: int) -> tuple[list[float], list[float], dict]:
     so the script shares the GIL with training as in the server; then the same with no search."""
     from streamlit.testing.v1 import AppTest
 
+    from views.warmup import start_warm_up
+
     os.environ["SPROUT_HOME"] = tempfile.mkdtemp(prefix="sprout-bench-apptest-")
+    start_warm_up().done.wait(180)  # as in a server that has been up a while (see _start_server)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.button(key="sample").click()
