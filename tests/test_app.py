@@ -167,6 +167,22 @@ def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
     assert "Runs on: **CPU (7 test cores)**" in _texts(at)
 
 
+def test_the_server_freezes_what_its_warm_up_loaded():
+    """Streamlit collects garbage after every rerun; once TensorFlow is loaded that cost 230 ms a
+    collection until the app froze the warm-up's objects (views.common.freeze_after_warm_up)."""
+    import gc
+
+    from views.warmup import start_warm_up
+
+    _app()
+    assert start_warm_up().done.wait(120)
+    t0 = time.monotonic()
+    while gc.get_freeze_count() == 0:
+        assert time.monotonic() - t0 < 10, "nothing was frozen after the warm-up"
+        time.sleep(0.05)
+    assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()  # TensorFlow's objects, not a handful
+
+
 @pytest.mark.slow
 def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at = _app()
