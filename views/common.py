@@ -32,6 +32,7 @@ PAGES = {
     "how": "views/how.py",
 }
 STATE_KEYS = ("data", "run", "size")
+NEW_SEARCH = "wants_new_search"  # session flag: this tab left the running search to start another one
 SAMPLE = "sample"
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
@@ -222,7 +223,8 @@ def list_runs() -> list[dict]:
 def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
     """A select box of runs (newest first) when there are several; returns the chosen snapshot.
 
-    With no run chosen yet, a running search is chosen (a new tab reattaches to it)."""
+    With no run chosen yet, a running search is chosen (a new tab reattaches to it), unless this
+    tab asked for a new search of its own (``NEW_SEARCH``)."""
     runs = list_runs()
     current = get_state("run")
     ids = [r["run_id"] for r in sorted(runs, key=lambda r: str(r.get("created") or ""), reverse=True)]
@@ -242,7 +244,7 @@ def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
         if choice is not None and choice != current:
             set_state("run", choice)
             current = choice
-    elif not current:
+    elif not current and not st.session_state.get(NEW_SEARCH):
         live = [r["run_id"] for r in runs if r.get("status") in ACTIVE]
         if live:  # a new tab finds the search that is running
             set_state("run", live[0])

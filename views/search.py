@@ -12,7 +12,7 @@ from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
     chosen_size, data_label, empty_state, get_state, is_active, list_runs, load_report, page_button, registry,
-    run_picker, set_state, snapshot, source_of, status_words,
+    NEW_SEARCH, run_picker, set_state, snapshot, source_of, status_words,
 )
 from views.warmup import device_name
 
@@ -176,6 +176,11 @@ def run_controls(snap: dict, column) -> None:
             if _control(lambda: registry().resume(run_id)):
                 list_runs.clear()
                 st.rerun()
+    if is_active(snap) and st.button("New search", icon=":material/add:", key="new_search", type="tertiary",
+                                     help="Start a search of your own; this one goes on (choose it again above)"):
+        st.session_state[NEW_SEARCH] = True
+        set_state("run", None)
+        st.rerun()
     if status == RunStatus.FAILED and snap.get("error"):
         st.error(snap["error"], icon=":material/error:")
     elif status == RunStatus.STOPPED and snap.get("error"):
