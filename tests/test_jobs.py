@@ -378,3 +378,36 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+# ------------------------------------------------------------------ the machine's shares
+def test_max_active_memory_ceiling_and_worker_env_come_from_the_environment_or_the_machine(monkeypatch):
+    from engine.search import machine
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(machine, "cpu_count", lambda: 8)
+    monkeypatch.delenv("SPROUT_MAX_ACTIVE", raising=False)
+    assert machine.gpu_count() == 0 and machine.max_active() == 4      # one per 2 CPU cores
+    monkeypatch.setattr(machine, "cpu_count", lambda: 1)
+    assert machine.max_active() == 1                                   # at least one
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,2,3")
+    assert machine.gpu_count() == 3 and machine.max_active() == 3      # one per GPU
+    env = machine.worker_env(1, 3, base={})
+    assert env["CUDA_VISIBLE_DEVICES"] == "2", "each worker its own GPU"
+    monkeypatch.setenv("SPROUT_MAX_ACTIVE", "5")
+    assert machine.max_active() == 5
+    for bad in ("0", "two"):
+        monkeypatch.setenv("SPROUT_MAX_ACTIVE", bad)
+        with pytest.raises(SproutError, match="SPROUT_MAX_ACTIVE must be"):
+            machine.max_active()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(machine, "cpu_count", lambda: 8)
+    env = machine.worker_env(0, 2, base={})
+    assert env["SPROUT_INTRA_OP_THREADS"] == "4" and "CUDA_VISIBLE_DEVICES" not in env
+    assert machine.worker_env(0, 2, base={"SPROUT_INTRA_OP_THREADS": "3"})["SPROUT_INTRA_OP_THREADS"] == "3"
+    monkeypatch.delenv("SPROUT_WORKER_MAX_RSS_MB", raising=False)
+    monkeypatch.setattr(machine, "memory_mb", lambda: 10_000)
+    assert machine.rss_ceiling_mb(2) == 4_000 and machine.rss_ceiling_mb(100) == machine.MIN_RSS_MB
+    monkeypatch.setenv("SPROUT_WORKER_MAX_RSS_MB", "1234")
+    assert machine.rss_ceiling_mb(2) == 1234
+    assert machine.rss_mb(os.getpid()) > 1 and machine.rss_mb(2**22 + 12345) is None
