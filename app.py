@@ -26,15 +26,15 @@ ROOT = Path(__file__).parent
 
 
 def main() -> None:
-    from views.common import PAGES, keep_keras_state, sync_state
+    from views.common import PAGES, freeze_after_warm_up, sync_state
 
-    keep_keras_state()
     st.set_page_config(page_title="Sprout · grow an image classifier",
                        page_icon=str(ROOT / "assets" / "logo_icon.svg"), layout="wide",
                        initial_sidebar_state="expanded")
     st.logo(str(ROOT / "assets" / "logo.svg"), icon_image=str(ROOT / "assets" / "logo_icon.svg"), size="large")
     st.html(ROOT / "assets" / "style.css")
     start_warm_up()  # started by the lifespan already; here for servers not started by `streamlit run app.py`
+    freeze_after_warm_up()
     sync_state()
 
     nav = st.navigation([
@@ -52,7 +52,10 @@ def main() -> None:
 @asynccontextmanager
 async def lifespan(_app):
     """The server's start: begin the warm-up before anyone visits."""
+    from views.common import freeze_after_warm_up
+
     start_warm_up()
+    freeze_after_warm_up()
     yield
 
 

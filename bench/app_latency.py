@@ -1,15 +1,17 @@
 """How responsive the app is while a search trains, as a user sees it in the browser.
 
-Run: ``.venv/bin/python -m bench.app_latency [--budget 150] [--clicks-idle 10]``.
-Needs Debian's chromium at /usr/bin/chromium. Writes ``bench/results/app_latency.md``.
+Run: ``.venv/bin/python -m bench.app_latency [--budget 150] [--clicks-idle 10] [--out PATH]``.
+Needs Debian's chromium at /usr/bin/chromium. Writes ``bench/results/app_latency.md`` (or PATH).
+The script measures whatever checkout it sits in: copied into a checkout of an older commit, it
+measures that commit (how the before/after tables of the results file were made).
 
 It starts a real ``streamlit run app.py`` (SPROUT_HOME in a temporary folder), opens the
 Search page in two headless Chromium tabs, starts a search on the built-in sample and,
 while it trains, measures:
 
 0. **Script reruns, server side**: in this process, AppTest reruns the whole Search page
-   (app.py + the page, full script) every 0.5 s while a search trains in this process too,
-   so the script competes with training for the GIL as it does in the server.
+   (app.py + the page, full script) every 0.5 s while a search started from that page trains
+   (in this process's threads, or in a worker process, whichever the checkout does).
 1. **Live-view reruns** (tab A): clicking the view switch under the tree ("Accuracy" <->
    "Curves per network") reruns the live fragment, the same code that refreshes the page
    every second. Time from the click until the last websocket message of the reply arrived
@@ -48,6 +50,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 TARGET_RERUN_P95_MS = 300
 TARGET_NODE_DELAY_S = 2.0
+WARM_UP_S = 20
 
 JS_RECORDER = """() => {
   if (window.__seen) return;
@@ -80,6 +83,9 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     for _ in range(120):
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                # let the server's background warm-up (TensorFlow, plotly, pandas) finish first: a
+                # first page importing pandas while that thread does can fail ("partially initialized")
+                time.sleep(WARM_UP_S)
                 return proc, url
         except OSError:
             time.sleep(0.5)
@@ -153,7 +159,10 @@ def server_side(budget: int) -> tuple[list[float], list[float], dict]:
     so the script shares the GIL with training as in the server; then the same with no search."""
     from streamlit.testing.v1 import AppTest
 
+    from views.warmup import start_warm_up
+
     os.environ["SPROUT_HOME"] = tempfile.mkdtemp(prefix="sprout-bench-apptest-")
+    start_warm_up().done.wait(180)  # as in a server that has been up a while (see _start_server)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
     at.run()
     at.button(key="sample").click()
@@ -179,6 +188,37 @@ def server_side(budget: int) -> tuple[list[float], list[float], dict]:
         at.run()
         idle.append(time.perf_counter() - t)
     return training, idle, {"trials": len([m for m in at.metric if m.label == "Networks trained"])}
+
+
+class RssWatcher(threading.Thread):
+    """Samples one process's resident memory (MB) every 0.5 s."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.mb, self.done = pid, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            try:
+                text = Path(f"/proc/{self.pid}/status").read_text()
+                self.mb.append(int(next(x for x in text.splitlines() if x.startswith("VmRSS")).split()[1]) / 1024)
+            except (OSError, StopIteration, ValueError):
+                pass
+            self.done.wait(0.5)
+
+    def words(self) -> str:
+        if not self.mb:
+            return "not measured"
+        first, most, last = self.mb[0], max(self.mb), self.mb[-1]
+        return f"{first:.0f} MB at the first sample, {most:.0f} MB at most, {last:.0f} MB at the end"
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "log", "-1", "--format=%h %s"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=10).stdout.strip()[:90] or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 
 def _stats(values: list[float]) -> dict:
@@ -209,6 +249,7 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=150, help="search budget in seconds")
     parser.add_argument("--clicks-idle", type=int, default=10, help="baseline clicks after the search")
     parser.add_argument("--skip-server-side", action="store_true", help="only the browser measurements")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the results (Markdown)")
     args = parser.parse_args()
     script_training, script_idle = [], []
     if not args.skip_server_side:
@@ -219,6 +260,8 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="sprout-bench-"))
     proc, url = _start_server(home)
+    rss = RssWatcher(proc.pid)
+    rss.start()
     watcher = TrialWatcher(home / "runs")
     load_before = os.getloadavg()
     fragment, pages, fragment_idle, pages_idle, wire, wire_idle = [], [], [], [], [], []
@@ -270,6 +313,7 @@ def main() -> None:
             browser.close()
     finally:
         watcher.done.set()
+        rss.done.set()
         proc.terminate()
         try:
             proc.wait(15)
@@ -280,7 +324,7 @@ def main() -> None:
     delays = {tid: seen[tid] - t for tid, t in watcher.seen.items() if tid in seen}
     missing = sorted(set(watcher.seen) - set(seen))
     summary = json.loads(next((home / "runs").glob("*/summary.json")).read_text())
-    rows = [("Script rerun of the Search page while training (in process, AppTest)", _stats(script_training)),
+    rows = [("Script rerun of the Search page while training (AppTest)", _stats(script_training)),
             ("Script rerun of the Search page, no search running (AppTest)", _stats(script_idle)),
             ("Live-view rerun while training (browser: click -> last server message)", _stats(wire)),
             ("Live-view rerun while training (browser: click -> new view)", _stats(fragment)),
@@ -301,6 +345,9 @@ def main() -> None:
         f"searcher `{summary.get('searcher')}`, "
         f"budget {args.budget} s, 2 epochs per network: {summary.get('n_trials')} networks trained, "
         f"status {summary.get('status')}. Two browser tabs watched the Search page (each refreshing every second).",
+        "",
+        f"**Commit:** {_commit()}. **Server process RSS** (the Streamlit process itself, sampled every "
+        f"0.5 s): {rss.words()}.",
         "",
         "| what | n | p50 (ms) | p95 (ms) | max (ms) |",
         "|---|---|---|---|---|",
@@ -342,14 +389,11 @@ def main() -> None:
         "of the browser latency is outside the app's code; compare the rows of one run, not runs on different days.",
         "- The live view refreshes every second (views/search.py, LIVE_REFRESH_S); at 1.5 s the node delay "
         "reached 3.0 s in an earlier run of this bench.",
-        "- Two Streamlit defaults had to go for these numbers (see app.py / views/common.py and "
-        ".streamlit/config.toml): `runner.postScriptGC` (a full `gc.collect` after every rerun, 100+ ms with "
-        "TensorFlow loaded) and the `keras.backend.clear_session()` Streamlit calls after every script run, "
-        "which wiped Keras' state under the training thread every refresh. With them, the first epoch of a "
-        "seed network in the app took 25-70 s instead of about 5 s.",
+        "- Where searches run in worker processes (issue #15), the server keeps Streamlit's defaults: its "
+        "clean-up after each rerun and its garbage collection can no longer slow training down.",
     ]
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text("\n".join(lines) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     shutil.rmtree(home, ignore_errors=True)
 

@@ -167,6 +167,22 @@ def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
     assert "Runs on: **CPU (7 test cores)**" in _texts(at)
 
 
+def test_the_server_freezes_what_its_warm_up_loaded():
+    """Streamlit collects garbage after every rerun; once TensorFlow is loaded that cost 230 ms a
+    collection until the app froze the warm-up's objects (views.common.freeze_after_warm_up)."""
+    import gc
+
+    from views.warmup import start_warm_up
+
+    _app()
+    assert start_warm_up().done.wait(120)
+    t0 = time.monotonic()
+    while gc.get_freeze_count() == 0:
+        assert time.monotonic() - t0 < 10, "nothing was frozen after the warm-up"
+        time.sleep(0.05)
+    assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()  # TensorFlow's objects, not a handful
+
+
 @pytest.mark.slow
 def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at = _app()
@@ -295,3 +311,118 @@ def test_stop_keeps_the_best_network_so_far():
     at.switch_page(PAGES["results"])
     at.run()
     assert not at.exception and {m.label: m.value for m in at.metric}["Test accuracy"].endswith("%")
+
+
+@pytest.mark.slow
+def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypatch):
+    """The search's process is SIGKILLed: the page keeps working, shows the run as interrupted,
+    says which network was lost and offers Resume, which goes on from the last finished network.
+    (A worker with a stand-in trainer, tests/fake_worker.py: this is about processes, not training.)"""
+    import os
+    import signal
+    import sys
+
+    from engine import paths
+    from engine.search import jobs
+
+    from views.warmup import start_warm_up
+
+    monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "search"])
+    monkeypatch.setenv("FAKE_EPOCH_S", "1.0")
+    # the warm-up thread imports plotly (and pandas) while a first page may: done first, as in a
+    # server that has been up a few seconds (two threads importing pandas at once can fail)
+    assert start_warm_up().done.wait(120)
+    at = _app(data="sample", size="8")
+    at.switch_page(PAGES["search"])
+    at.run()
+    at.number_input(key="budget_s").set_value(600)
+    at.number_input(key="epochs").set_value(2)
+    at.button(key="start").click()
+    at.run()
+    run_id = at.query_params["run"]
+    trials = Path(paths.runs_dir()) / run_id / "trials.jsonl"
+
+    def rerun_until(check, what: str) -> None:
+        t0 = time.monotonic()
+        while not check():
+            assert time.monotonic() - t0 < SEARCH_CAP_S, f"waited in vain for {what}: {_texts(at)[-400:]}"
+            time.sleep(0.3)
+            at.run()
+            assert not at.exception, at.exception
+
+    def heads() -> str:
+        return " ".join(h.value for h in at.subheader)
+
+    def training_after_one() -> bool:
+        """A network after the first in training, as the worker's last event says (no page lag)."""
+        n = trials.read_text().count("\n") if trials.exists() else 0
+        events = (trials.parent / ".events.jsonl").read_text().splitlines() if n else []
+        last = json.loads(events[-1]) if events else {}
+        return n >= 1 and last.get("type") in ("trial_started", "batch") and last.get("trial_id") == str(n)
+
+    t0 = time.monotonic()
+    while not training_after_one():
+        assert time.monotonic() - t0 < SEARCH_CAP_S, "no second network trained"
+        time.sleep(0.02)
+    os.kill(json.loads((trials.parent / "state.json").read_text())["pid"], signal.SIGKILL)
+    at.run()
+    rerun_until(lambda: "Interrupted" in heads(), "the run to show as interrupted")
+    kept = trials.read_text().count("\n")
+    assert f"Network #{kept}, in training, was lost" in _texts(at) and "SIGKILL" in _texts(at)
+    assert at.button(key="resume").label == "Resume"
+    at.button(key="resume").click()
+    at.run()
+    assert not at.exception, at.exception
+    rerun_until(lambda: "Searching" in heads() and trials.read_text().count("\n") > kept, "the lost network redone")
+    at.button(key="stop").click()
+    at.run()
+    rerun_until(lambda: "Stopped" in heads(), "the run to stop")
+    ids = [json.loads(line)["id"] for line in trials.read_text().splitlines()]
+    assert ids == [str(i) for i in range(len(ids))] and len(ids) > kept, ids
+    assert "Done!" in at.success[0].value
+
+
+def test_a_search_beyond_the_limit_waits_in_the_queue_and_can_be_cancelled(monkeypatch, tmp_path):
+    """SPROUT_MAX_ACTIVE=1: a second search started from another tab waits, the page shows its
+    place in the queue and a Cancel, which removes it. (tests/fake_worker.py's "hold" worker
+    stands in for the search: this is about the queue, not training.)"""
+    import sys
+
+    from engine import paths
+    from engine.search import jobs
+    from views.warmup import start_warm_up
+
+    monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "hold"])
+    monkeypatch.setenv("SPROUT_MAX_ACTIVE", "1")
+    assert start_warm_up().done.wait(120)  # see test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page
+    tabs = []
+    for k in range(2):
+        at = _app(data="sample", size="8")
+        at.switch_page(PAGES["search"])
+        at.run()
+        if k:  # a second tab finds the running search first, and leaves it for a search of its own
+            assert at.query_params["run"] == tabs[0].query_params["run"] and "start" not in [b.key for b in at.button]
+            at.button(key="new_search").click()
+            at.run()
+        at.button(key="start").click()
+        at.run()
+        assert not at.exception, at.exception
+        tabs.append(at)
+    first, second = tabs
+    first_id, second_id = first.query_params["run"], second.query_params["run"]
+    assert first_id != second_id
+    assert any("Waiting for a free place" in h.value for h in second.subheader), [h.value for h in second.subheader]
+    assert "number **1** in the queue" in _texts(second)
+    assert "start" not in [b.key for b in second.button], "no second Start while this tab's search waits"
+    second.button(key="cancel").click()
+    second.run()
+    assert not second.exception, second.exception
+    assert "run" not in second.query_params and "in the queue" not in _texts(second)
+    assert not (Path(paths.runs_dir()) / second_id).exists()
+    (Path(paths.runs_dir()) / first_id / "release").write_text("")  # the first search ends
+    t0 = time.monotonic()
+    while not any("Finished" in h.value for h in first.subheader):
+        assert time.monotonic() - t0 < 30, [h.value for h in first.subheader]
+        time.sleep(0.2)
+        first.run()
+    assert not first.exception, first.exception

@@ -7,9 +7,11 @@ Skips when Debian's chromium is not installed at /usr/bin/chromium.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -245,6 +247,26 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.wait_for_timeout(1500)
     assert len(_tree_nodes(page)) >= 2
 
+    # 3b. Kill the search's process (issue #15): the server still answers, the run shows as
+    # interrupted with Resume, and Resume goes on from the last finished network
+    trials = home / "runs" / run_id / "trials.jsonl"
+    kept = [line for line in trials.read_text().splitlines() if line.strip()]
+    os.kill(json.loads((home / "runs" / run_id / "state.json").read_text())["pid"], signal.SIGKILL)
+    assert urllib.request.urlopen(f"{url}/_stcore/health", timeout=5).read() == b"ok"
+    page.get_by_role("button", name="Resume").wait_for(timeout=30_000)
+    assert page.get_by_text("Interrupted").count() and page.get_by_text("SIGKILL").count()
+    assert urllib.request.urlopen(f"{url}/_stcore/health", timeout=5).read() == b"ok"
+    _shot(page, "04b_search_interrupted")
+    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Stop").wait_for(timeout=60_000)
+    t0 = time.monotonic()
+    while len([line for line in trials.read_text().splitlines() if line.strip()]) <= len(kept):
+        assert time.monotonic() - t0 < SEARCH_BUDGET_S, "the resumed search trained no network"
+        _no_failure(page)
+        page.wait_for_timeout(500)
+    ids = [json.loads(line)["id"] for line in trials.read_text().splitlines() if line.strip()]
+    assert ids == [str(i) for i in range(len(ids))] and ids[:len(kept)] == [json.loads(k)["id"] for k in kept]
+
     # 4. Stop it: two networks are enough for the rest of the path, and Stop keeps the best
     # one as the run's model (the budget's end is tests/test_search.py's to check).
     t0 = time.monotonic()
@@ -261,7 +283,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     _shot(page, "05_search_done")
     # every run's label is complete: this run's, and the earlier one that left only state.json
     labels = _run_labels(page, "Search run")
-    assert len(labels) == 2 and any("sample digits · random · stopped" in label for label in labels), labels
+    assert len(labels) == 2 and any("sample digits · random · interrupted" in label for label in labels), labels
     upload = re.compile(r"\w+, \w+, \w+ \+1 more · bayesian · stopped · test \d+%$")
     assert any(upload.search(label) for label in labels), labels
     _no_empty_label_field(labels + page.get_by_test_id("stCaptionContainer").all_inner_texts())

@@ -72,8 +72,8 @@ def test_a_run_folder_with_only_state_json_gets_a_complete_label(tmp_path):
     (listing,) = registry.list_runs()
     for run in (listing, registry.snapshot(RUN_ID)):
         fields = _complete(run_label(run))
-        # interrupted (no process, no summary): the run reads as stopped; no accuracy yet
-        assert fields == ["2 Dec 05:59", "sample digits", "bayesian", "stopped"]
+        # interrupted (no process, no summary): resumable; no accuracy yet
+        assert fields == ["2 Dec 05:59", "sample digits", "bayesian", "interrupted"]
 
 
 def test_done_stopped_and_failed_runs_on_disk(tmp_path):

@@ -9,8 +9,10 @@ not lose them.
 
 from __future__ import annotations
 
+import gc
 import re
 import secrets
+import threading
 import time
 from pathlib import Path
 
@@ -30,31 +32,43 @@ PAGES = {
     "how": "views/how.py",
 }
 STATE_KEYS = ("data", "run", "size")
+NEW_SEARCH = "wants_new_search"  # session flag: this tab left the running search to start another one
 SAMPLE = "sample"
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,80}$")
 
 
 # ----- shared, process-wide objects ---------------------------------------------------
-def keep_keras_state() -> None:
-    """Stop Streamlit from calling ``keras.backend.clear_session()`` after every script run.
+def freeze_after_warm_up() -> None:
+    """Once the background warm-up has loaded TensorFlow and the pages' modules, put every object
+    alive then out of the garbage collector's sight (``gc.freeze``, once per process).
 
-    Streamlit does that (``script_runner._clean_problem_modules``) for apps that build models
-    in the script. Sprout trains in a background thread instead, and clearing Keras' global
-    state under it at each live refresh (every second) forced TensorFlow to retrace and made
-    training about ten times slower. Matplotlib, the function's other target, is not used.
-    """
-    from streamlit.runtime.scriptrunner import script_runner
+    Streamlit collects garbage after every script run (``runner.postScriptGC``) and, with Keras
+    loaded, calls ``keras.backend.clear_session()``, which collects too. Over TensorFlow's objects
+    each full collection took 230 ms here, twice per rerun, on every live refresh of every tab.
+    Frozen, both take under a millisecond; what the warm-up loaded stays loaded anyway."""
+    with _FREEZE_LOCK:
+        if _FROZEN:
+            return
+        _FROZEN.append(True)
 
-    script_runner._clean_problem_modules = _no_cleanup
+    def freeze() -> None:
+        from views.warmup import start_warm_up
+
+        start_warm_up().done.wait()
+        gc.collect()
+        gc.freeze()
+
+    threading.Thread(target=freeze, name="sprout-gc-freeze", daemon=True).start()
 
 
-def _no_cleanup() -> None:
-    pass
+_FREEZE_LOCK = threading.Lock()
+_FROZEN: list[bool] = []
 
 
 @st.cache_resource(show_spinner=False)
 def registry():
-    """The process-wide registry of search runs (thread-safe; shared by every session)."""
+    """The process-wide registry of search runs (thread-safe; shared by every session). Each
+    search runs in a process of its own, so Streamlit's clean-up after a rerun never touches it."""
     from engine.search.jobs import Registry
 
     return Registry(paths.runs_dir())
@@ -181,12 +195,14 @@ def is_active(snap: dict | None) -> bool:
 
 
 STATUS_WORDS = {
+    RunStatus.QUEUED: ("Waiting for a free place", ":material/hourglass_empty:"),
     RunStatus.STARTING: ("Getting ready", ":material/hourglass_top:"),
     RunStatus.RUNNING: ("Searching", ":material/eco:"),
     RunStatus.FINISHING: ("Finishing: testing the best network", ":material/science:"),
     RunStatus.DONE: ("Finished", ":material/check_circle:"),
     RunStatus.STOPPED: ("Stopped", ":material/stop_circle:"),
     RunStatus.FAILED: ("Something went wrong", ":material/warning:"),
+    RunStatus.INTERRUPTED: ("Interrupted", ":material/pause_circle:"),
 }
 
 
@@ -207,7 +223,8 @@ def list_runs() -> list[dict]:
 def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
     """A select box of runs (newest first) when there are several; returns the chosen snapshot.
 
-    With no run chosen yet, a running search is chosen (a new tab reattaches to it)."""
+    With no run chosen yet, a running search is chosen (a new tab reattaches to it), unless this
+    tab asked for a new search of its own (``NEW_SEARCH``)."""
     runs = list_runs()
     current = get_state("run")
     ids = [r["run_id"] for r in sorted(runs, key=lambda r: str(r.get("created") or ""), reverse=True)]
@@ -227,7 +244,7 @@ def run_picker(label: str = "Run", key: str = "run_picker") -> dict | None:
         if choice is not None and choice != current:
             set_state("run", choice)
             current = choice
-    elif not current:
+    elif not current and not st.session_state.get(NEW_SEARCH):
         live = [r["run_id"] for r in runs if r.get("status") in ACTIVE]
         if live:  # a new tab finds the search that is running
             set_state("run", live[0])

@@ -12,7 +12,7 @@ from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
     chosen_size, data_label, empty_state, get_state, is_active, list_runs, load_report, page_button, registry,
-    run_picker, set_state, snapshot, source_of, status_words,
+    NEW_SEARCH, run_picker, set_state, snapshot, source_of, status_words,
 )
 from views.warmup import device_name
 
@@ -126,13 +126,7 @@ def status_row(snap: dict) -> None:
     elapsed, budget = snap.get("elapsed_s") or 0.0, snap.get("budget_s") or 0.0
     head, stop_col = st.columns([5, 1], vertical_alignment="center")
     head.subheader(status_words(snap), anchor=False)
-    if is_active(snap):
-        if stop_col.button("Stop", icon=":material/stop:", key="stop",
-                           help="Stops now and keeps the best network so far"):
-            registry().stop(snap["run_id"])
-            st.toast("Stopping… the best network so far is being tested and saved.", icon=":material/stop_circle:")
-    if snap.get("status") == RunStatus.FAILED and snap.get("error"):
-        st.error(snap["error"], icon=":material/error:")
+    run_controls(snap, stop_col)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric(f"Time used (budget {fmt_duration(budget)})", fmt_duration(elapsed))
     failed = len(trials) - len(ok)
@@ -154,6 +148,53 @@ def status_row(snap: dict) -> None:
                           f"network for up to {recipe.get('child_epochs')}, starting from its parent's weights."
                         + f"\n- At the end the best network trains {recipe.get('final_epochs')} more epochs on "
                           "the training and validation images together.")
+
+
+def run_controls(snap: dict, column) -> None:
+    """Stop (a second press ends it at once), Cancel for a queued search, Resume for an
+    interrupted one, and what the run's status means."""
+    status, run_id = snap.get("status"), snap["run_id"]
+    if status == RunStatus.QUEUED:
+        st.info(f"Other searches are using this server. This one is number **{snap.get('queue_position') or 1}** "
+                "in the queue and starts by itself when a place is free.", icon=":material/hourglass_empty:")
+        if column.button("Cancel", icon=":material/close:", key="cancel", help="Removes this search from the queue"):
+            _control(lambda: registry().cancel(run_id))
+            list_runs.clear()  # the cancelled run leaves the run picker at once
+            st.rerun()
+    elif is_active(snap):
+        stopping = bool(snap.get("stopping"))
+        if column.button("Stop now" if stopping else "Stop", icon=":material/stop:", key="stop",
+                         help="Ends the search at once; the network in training is lost" if stopping
+                         else "Stops now and keeps the best network so far"):
+            _control(lambda: registry().stop(run_id))
+            st.toast("Stopping… the best network so far is being tested and saved.", icon=":material/stop_circle:")
+    elif status == RunStatus.INTERRUPTED:
+        st.warning(snap.get("error") or "The search was interrupted before it finished.",
+                   icon=":material/pause_circle:")
+        if column.button("Resume", type="primary", icon=":material/play_arrow:", key="resume",
+                         help="Continues from the last network that finished training"):
+            if _control(lambda: registry().resume(run_id)):
+                list_runs.clear()
+                st.rerun()
+    if is_active(snap) and st.button("New search", icon=":material/add:", key="new_search", type="tertiary",
+                                     help="Start a search of your own; this one goes on (choose it again above)"):
+        st.session_state[NEW_SEARCH] = True
+        set_state("run", None)
+        st.rerun()
+    if status == RunStatus.FAILED and snap.get("error"):
+        st.error(snap["error"], icon=":material/error:")
+    elif status == RunStatus.STOPPED and snap.get("error"):
+        st.warning(snap["error"], icon=":material/memory:")
+
+
+def _control(action) -> bool:
+    """Run a Stop / Cancel / Resume; a refusal is shown in words. True when it was done."""
+    try:
+        action()
+    except SproutError as exc:
+        st.error(str(exc), icon=":material/error:")
+        return False
+    return True
 
 
 def in_flight_card(snap: dict) -> None:

@@ -1,10 +1,14 @@
-"""Searches running in the background of the app: a process-wide, thread-safe registry.
+"""Searches running in the background of the app: each in its own process, watched by one
+supervisor thread per server.
 
-A run is a ``threading.Thread`` that calls :func:`engine.search.loop.run_search`; it never
-imports or calls streamlit. The page reads :meth:`Registry.snapshot`, a plain JSON-able
-dict deep-copied under a lock (format in docs/contracts.md). Runs left on disk by earlier
-servers are listed too and read-only: their snapshot is rebuilt from the run folder
-(both kinds of snapshot are made by ``engine.search.monitor``).
+:meth:`Registry.start` queues a search; while fewer than ``max_active`` run, the next one in the
+queue (first in, first out) starts as a child process (engine/search/worker.py), which appends
+its events to a file in its run folder. The supervisor thread reads those events into the run's
+:class:`~engine.search.monitor.RunMonitor`, notices a process that ended (done, failed, or
+killed: "interrupted", resumable), kills one that does not answer a stop, and stops one that
+uses more memory than its ceiling. The page reads :meth:`Registry.snapshot`, a plain JSON-able
+dict copied under a lock (format in docs/contracts.md): a page rerun never waits for a worker.
+Runs left on disk by earlier servers are listed too; their snapshot is rebuilt from the run folder.
 
 Run ids are made here (UTC time + random hex), never taken from user input; a run id
 given back to :meth:`snapshot`/:meth:`stop` is checked against that pattern before it
@@ -14,9 +18,13 @@ is used as a folder name.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -24,13 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SproutError
+from engine.search import machine
 from engine.search.folder import RunFolder, is_run_folder
-from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, snapshot_from_disk
-from engine.search.status import FINISHED, Phase, RunStatus
+from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, interrupted_message, snapshot_from_disk
+from engine.search.status import FINISHED, RunStatus
+from engine.search.worker import EVENTS, LOG
 
 log = logging.getLogger(__name__)
 
 RUN_ID_RE = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+POLL_S = 0.1          # how often the supervisor reads the workers' events
+STOP_GRACE_S = 20.0   # a worker still there this long after a stop is killed
+RSS_EVERY_S = 1.0     # how often the supervisor reads each worker's memory
+#: the command that runs one search (the run folder, data and config are added)
+WORKER = [sys.executable, "-m", "engine.search.worker"]
 
 
 def new_run_id() -> str:
@@ -45,29 +60,51 @@ def _check_run_id(run_id: Any) -> str:
 
 
 class _Job:
-    def __init__(self, run_id: str, run_dir: Path, config, monitor: RunMonitor, thread: threading.Thread,
-                 stop: threading.Event):
+    """One search: queued (``proc`` None), running, or ended (``done`` set)."""
+
+    def __init__(self, run_id: str, run_dir: Path, config, data_source, resume: bool, monitor: RunMonitor):
         self.run_id, self.run_dir, self.config = run_id, run_dir, config
-        self.monitor, self.thread, self.stop = monitor, thread, stop
+        self.data_source, self.resume, self.monitor = data_source, resume, monitor
+        self.proc: subprocess.Popen | None = None
+        self.slot = 0
+        self.offset, self.partial = 0, b""
+        self.stop_at: float | None = None
+        self.memory_note: str | None = None
+        self.killed = False
+        self.rss_at = 0.0
+        self.done = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and not self.done.is_set()
 
 
 class Registry:
-    """Background searches of one process (the app keeps one in ``st.cache_resource``).
+    """Background searches of one server (the app keeps one in ``st.cache_resource``).
 
-    ``max_active`` searches may run at once; starting one more raises SproutError.
+    ``max_active`` searches run at once (None: :func:`engine.search.machine.max_active`); more
+    wait in a queue. ``worker`` is the command that runs one search (its arguments are added).
     """
 
-    def __init__(self, runs_root: Path, max_active: int = 2):
+    def __init__(self, runs_root: Path, max_active: int | None = None, worker: list[str] | None = None):
         self.runs_root = Path(runs_root)
-        self.max_active = int(max_active)
+        self.max_active = machine.max_active() if max_active is None else max(1, int(max_active))
+        self.worker = list(worker or WORKER)
+        self.rss_limit_mb = machine.rss_ceiling_mb(self.max_active)
+        self.stop_grace_s = STOP_GRACE_S
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
+        self._queue: list[str] = []
         self._disk_cache: dict[str, tuple[tuple, dict]] = {}
+        self._wake = threading.Event()
+        self._closed = False
+        self._supervisor: threading.Thread | None = None
 
     # ----- starting and stopping ---------------------------------------------------------
     def start(self, data_dir: Path, config, *, resume_run_id: str | None = None) -> str:
-        """Start a search of ``data_dir`` (a folder, a zip or "sample") in a new run folder; return its id."""
-        from engine.search.loop import SearchConfig
+        """Queue a search of ``data_dir`` (a folder, a zip or "sample") in a new run folder; return
+        its id. It starts at once when fewer than ``max_active`` searches run."""
+        from engine.search.config import SearchConfig
 
         if resume_run_id is None:
             if not isinstance(config, SearchConfig):
@@ -77,37 +114,30 @@ class Registry:
             if not (isinstance(data_dir, str) and data_dir == "sample") and not Path(data_dir).exists():
                 raise SproutError(f"there is no data at {data_dir}")
         with self._lock:
-            active = [j for j in self._jobs.values() if j.thread.is_alive()]
-            if len(active) >= self.max_active:
-                n = len(active)
-                raise SproutError(f"{_count(n)} already running; wait for one to finish or stop it.")
-            if resume_run_id is not None:
-                run_id = resume_run_id
-            else:
+            if self._closed:
+                raise SproutError("the server is shutting down; no new search can start")
+            run_id = resume_run_id or new_run_id()
+            while resume_run_id is None and (run_id in self._jobs or (self.runs_root / run_id).exists()):
                 run_id = new_run_id()
-                while run_id in self._jobs or (self.runs_root / run_id).exists():
-                    run_id = new_run_id()
             run_dir = self.runs_root / run_id
-            run_dir.parent.mkdir(parents=True, exist_ok=True)
-            monitor = RunMonitor(run_id, run_dir, config, data_source=data_dir)
-            stop = threading.Event()
-            thread = threading.Thread(target=self._work, name=f"sprout-run-{run_id}", daemon=True,
-                                      args=(run_id, data_dir, run_dir, config, monitor, stop,
-                                            resume_run_id is not None))
-            self._jobs[run_id] = _Job(run_id, run_dir, config, monitor, thread, stop)
+            monitor = RunMonitor(run_id, run_dir, config, status=RunStatus.QUEUED, data_source=data_dir)
+            self._jobs[run_id] = _Job(run_id, run_dir, config, data_dir, resume_run_id is not None, monitor)
+            self._queue.append(run_id)
             self._disk_cache.pop(run_id, None)
-            thread.start()
+            self._dispatch()
+            self._ensure_supervisor()
+        self._wake.set()
         return run_id
 
     def resume(self, run_id: str) -> str:
-        """Continue a run on disk that was interrupted (e.g. by a server restart)."""
-        from engine.search.loop import SearchConfig
+        """Continue a run on disk that was interrupted (its process killed, a server restart)."""
+        from engine.search.config import SearchConfig
 
         run_id = _check_run_id(run_id)
         with self._lock:
             job = self._jobs.get(run_id)
-            if job is not None and job.thread.is_alive():
-                raise SproutError(f"run {run_id} is still running")
+            if job is not None and not job.done.is_set():
+                raise SproutError(f"run {run_id} is still running or waiting to run")
         folder = RunFolder(self.runs_root / run_id)
         state = folder.read_state()
         if state is None:
@@ -117,44 +147,76 @@ class Registry:
         config = SearchConfig.from_dict(state["config"])
         return self.start(state.get("data_source"), config, resume_run_id=run_id)
 
-    @staticmethod
-    def _work(run_id, data_dir, run_dir, config, monitor: RunMonitor, stop: threading.Event, resume: bool) -> None:
-        from engine.search.loop import run_search
-
-        try:
-            summary = run_search(data_dir, run_dir, config, events=monitor.handle, stop=stop, resume=resume)
-            status = summary.get("status")
-            monitor.set_status(RunStatus(status) if status in FINISHED else RunStatus.DONE)
-        except SproutError as exc:
-            monitor.set_status(RunStatus.FAILED, str(exc))
-            _mark_failed(run_dir, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a bug must end this run, not the server
-            log.exception("run %s failed", run_id)
-            message = f"internal error ({type(exc).__name__}: {exc})"
-            monitor.set_status(RunStatus.FAILED, message)
-            _mark_failed(run_dir, message)
-
     def stop(self, run_id: str) -> None:
-        """Ask a run to stop: its trial ends within one batch and the best model so far is saved."""
+        """Ask a run to stop: its trial ends within one batch and the best model so far is saved.
+        A second stop ends its process at once (the trial in flight is lost; it can be resumed).
+        A queued run is cancelled."""
         run_id = _check_run_id(run_id)
         with self._lock:
             job = self._jobs.get(run_id)
+            if job is not None and job.proc is None and run_id in self._queue:
+                self._cancel(job)
+                return
         if job is None:
             if is_run_folder(self.runs_root / run_id):
                 return  # a run of an earlier server: nothing is running here
             raise SproutError(f"there is no run named {run_id!r}")
-        job.stop.set()
-        with job.monitor.lock:
-            job.monitor._log("stop requested: finishing the current batch, then saving the best model so far")
+        if not job.running:
+            return
+        if job.stop_at is None:
+            job.stop_at = time.monotonic()
+            self._signal(job, signal.SIGTERM)
+            with job.monitor.lock:
+                job.monitor.snap["stopping"] = True
+                job.monitor._log("stop requested: finishing the current batch, then saving the best model so far")
+        else:
+            self._signal(job, signal.SIGKILL)
+            with job.monitor.lock:
+                job.monitor._log("stopped at once: the network in training is lost")
+
+    def cancel(self, run_id: str) -> None:
+        """Remove a queued run from the queue (it never started; nothing of it is kept)."""
+        run_id = _check_run_id(run_id)
+        with self._lock:
+            job = self._jobs.get(run_id)
+            if job is None or run_id not in self._queue:
+                raise SproutError(f"run {run_id} is not waiting in the queue")
+            self._cancel(job)
+
+    def _cancel(self, job: _Job) -> None:
+        self._queue.remove(job.run_id)
+        del self._jobs[job.run_id]
+        job.monitor.set_status(RunStatus.STOPPED, None)
+        job.done.set()
+        self._number_queue()
 
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
-        """Wait for a run's thread to end; True when it has."""
+        """Wait for a run to end (a queued one: to run and end); True when it has."""
         with self._lock:
             job = self._jobs.get(_check_run_id(run_id))
-        if job is None:
-            return True
-        job.thread.join(timeout)
-        return not job.thread.is_alive()
+        return True if job is None else job.done.wait(timeout)
+
+    def worker_pid(self, run_id: str) -> int | None:
+        """The process id of a run's worker while it runs (None when it does not)."""
+        with self._lock:
+            job = self._jobs.get(_check_run_id(run_id))
+        return job.proc.pid if job is not None and job.running else None
+
+    def queue(self) -> list[str]:
+        """Run ids waiting for a place, first first."""
+        with self._lock:
+            return list(self._queue)
+
+    def close(self) -> None:
+        """End every worker at once and the supervisor (a server that shuts down; tests)."""
+        with self._lock:
+            self._closed = True
+            jobs = [j for j in self._jobs.values() if j.running]
+        for job in jobs:
+            self._signal(job, signal.SIGKILL)
+        self._wake.set()
+        if self._supervisor is not None:
+            self._supervisor.join(10)
 
     # ----- reading ------------------------------------------------------------------
     def snapshot(self, run_id: str) -> dict:
@@ -175,7 +237,7 @@ class Registry:
         return copy.deepcopy(cached[1])
 
     def list_runs(self) -> list[dict]:
-        """Every run, newest first: this server's and those found on disk."""
+        """Every run, newest first: this server's (queued ones included) and those found on disk."""
         out: dict[str, dict] = {}
         with self._lock:
             jobs = dict(self._jobs)
@@ -186,7 +248,8 @@ class Registry:
                                "best_val_accuracy": (s["best"] or {}).get("val_accuracy"),
                                "searcher": s.get("searcher"), "n_trials": len(s["trials"]),
                                "data_source": s.get("data_source"), "class_names": list(s["class_names"]),
-                               "test_accuracy": (s["final"] or {}).get("test_accuracy"), "live": True}
+                               "test_accuracy": (s["final"] or {}).get("test_accuracy"), "live": True,
+                               "queue_position": s.get("queue_position")}
         if self.runs_root.is_dir():
             for folder in self.runs_root.iterdir():
                 if folder.name in out or not RUN_ID_RE.match(folder.name) or not is_run_folder(folder):
@@ -197,19 +260,123 @@ class Registry:
                     log.warning("unreadable run folder %s: %s", folder, exc)
         return sorted(out.values(), key=lambda r: r["run_id"], reverse=True)
 
+    # ----- the supervisor (one thread; the lock guards _jobs and _queue) --------------
+    def _ensure_supervisor(self) -> None:
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(target=self._supervise, name="sprout-supervisor", daemon=True)
+            self._supervisor.start()
 
-def _count(n: int) -> str:
-    words = {1: "One search is", 2: "Two searches are", 3: "Three searches are"}
-    return words.get(n, f"{n} searches are")
+    def _supervise(self) -> None:
+        while True:
+            with self._lock:
+                running = [j for j in self._jobs.values() if j.running]
+                if self._closed and not running:
+                    return
+            for job in running:
+                try:
+                    self._follow(job)
+                except Exception:  # noqa: BLE001 - one run's trouble must not end the watching of the others
+                    log.exception("supervising run %s", job.run_id)
+            with self._lock:
+                self._dispatch()
+                busy = any(j.running for j in self._jobs.values())
+            self._wake.wait(POLL_S if busy else None)  # idle: asleep until start() or close()
+            self._wake.clear()
 
+    def _follow(self, job: _Job) -> None:
+        code = job.proc.poll()
+        self._read_events(job)
+        if code is not None:
+            self._ended(job, code)
+            return
+        now = time.monotonic()
+        if job.stop_at is not None and now - job.stop_at > self.stop_grace_s and not job.killed:
+            job.killed = True
+            self._signal(job, signal.SIGKILL)
+            with job.monitor.lock:
+                job.monitor._log(f"the search did not stop within {self.stop_grace_s:g} s: its process was ended")
+        if self.rss_limit_mb and now - job.rss_at >= RSS_EVERY_S:
+            job.rss_at = now
+            rss = machine.rss_mb(job.proc.pid)
+            if rss is not None and rss > self.rss_limit_mb and job.memory_note is None:
+                job.memory_note = (f"This search used {rss:,.0f} MB of memory, more than the "
+                                   f"{self.rss_limit_mb:,} MB one search may use on this server "
+                                   "(SPROUT_WORKER_MAX_RSS_MB), so it was stopped. Try smaller images.")
+                job.stop_at = now
+                self._signal(job, signal.SIGTERM)
+                job.monitor.set_status(job.monitor.status, job.memory_note)
 
-def _mark_failed(run_dir: Path, message: str) -> None:
-    """Record a failed run in its state.json (if it has one) so later servers list it as failed."""
-    folder = RunFolder(run_dir)
-    state = folder.read_state()
-    if state is None:
-        return
-    try:
-        folder.write_state({**state, "phase": Phase.FAILED, "error": message})
-    except OSError:
-        pass
+    def _read_events(self, job: _Job) -> None:
+        try:
+            with open(job.run_dir / EVENTS, "rb") as f:
+                f.seek(job.offset)
+                chunk = f.read()
+        except OSError:
+            return
+        job.offset += len(chunk)
+        lines = (job.partial + chunk).split(b"\n")
+        job.partial = lines.pop()
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("run %s: an unreadable event line", job.run_id)
+                continue
+            job.monitor.handle(event)
+
+    def _ended(self, job: _Job, code: int) -> None:
+        """The worker's process is gone: a summary or a failure came first, or it was lost."""
+        monitor = job.monitor
+        with monitor.lock:
+            status, flight = monitor.snap["status"], monitor.snap["in_flight"]
+            n_ok = len(monitor._ok_ids)
+            if status not in FINISHED and status != RunStatus.FAILED:
+                monitor._set_status(RunStatus.INTERRUPTED, interrupted_message(code, flight, n_ok, job.memory_note))
+            monitor.snap["stopping"] = False
+        job.done.set()
+        self._wake.set()
+
+    def _dispatch(self) -> None:
+        """Start queued runs while there is room (the lock is held)."""
+        while self._queue and not self._closed:
+            running = [j for j in self._jobs.values() if j.running]
+            if len(running) >= self.max_active:
+                break
+            job = self._jobs[self._queue.pop(0)]
+            used = {j.slot for j in running}
+            job.slot = min(s for s in range(self.max_active + 1) if s not in used)
+            self._launch(job)
+        self._number_queue()
+
+    def _number_queue(self) -> None:
+        for position, run_id in enumerate(self._queue, start=1):
+            with self._jobs[run_id].monitor.lock:
+                self._jobs[run_id].monitor.snap["queue_position"] = position
+
+    def _launch(self, job: _Job) -> None:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / EVENTS).unlink(missing_ok=True)
+        args = [*self.worker, str(job.run_dir), str(job.data_source or ""), json.dumps(job.config.to_dict())]
+        if job.resume:
+            args.append("--resume")
+        with job.monitor.lock:
+            job.monitor.snap["queue_position"] = None
+        try:
+            with open(job.run_dir / LOG, "ab") as out:
+                # a session of its own: a Ctrl-C meant for the server does not reach the search
+                job.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                            env=machine.worker_env(job.slot, self.max_active),
+                                            start_new_session=True)
+        except OSError as exc:
+            job.monitor.set_status(RunStatus.FAILED, f"the search process could not start ({exc})")
+            job.done.set()
+            return
+        job.rss_at = time.monotonic()  # the first memory reading a second after the start
+        job.monitor.set_status(RunStatus.STARTING)
+
+    @staticmethod
+    def _signal(job: _Job, sig: int) -> None:
+        try:
+            job.proc.send_signal(sig)
+        except (OSError, AttributeError):
+            pass  # it has just ended; the supervisor sees that

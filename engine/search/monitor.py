@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -24,6 +25,8 @@ from engine.search.status import ACTIVE, FINISHED, WORKING_PHASES, Phase, RunSta
 log = logging.getLogger("engine.search.jobs")
 
 MAX_LOG_LINES = 200
+INTERRUPTED_ON_DISK = ("The search was interrupted before it finished (its process or the server stopped). "
+                       "Resume continues from the last network that finished training.")
 
 
 class RunMonitor:
@@ -47,6 +50,7 @@ class RunMonitor:
             "best": None, "final": None, "files": {"keras": None, "labels": None}, "log": [],
             "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
             "data_source": str(data_source) if data_source is not None else None,
+            "queue_position": None, "stopping": False,
         }
 
     # ----- events (called from the run's thread) ------------------------------------------
@@ -120,6 +124,9 @@ class RunMonitor:
             if s["best"] is None or (trial.get("val_accuracy") or 0) > s["best"]["val_accuracy"]:
                 s["best"] = {"trial_id": trial["id"], "val_accuracy": trial["val_accuracy"]}
 
+    def _on_failed(self, e: dict) -> None:
+        self._set_status(RunStatus.FAILED, e.get("error") or "the search failed")
+
     def _on_limits(self, e: dict) -> None:
         self.snap["limits"] = dict(e["limits"])
 
@@ -142,16 +149,20 @@ class RunMonitor:
 
     # ----- called by the registry -------------------------------------------------------
     def set_status(self, status: RunStatus, error: str | None = None) -> None:
+        """Set the run's status (and its error, logged)."""
         with self.lock:
-            self.snap["status"] = status
-            if error is not None:
-                self.snap["error"] = error
-                self._log(f"error: {error}")
-            if status not in ACTIVE:
-                self.snap["in_flight"] = None
-                if self._clock is not None:
-                    self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
-                self._clock = None
+            self._set_status(status, error)
+
+    def _set_status(self, status: RunStatus, error: str | None = None) -> None:
+        self.snap["status"] = status  # the caller holds the lock
+        if error is not None:
+            self.snap["error"] = error
+            self._log(f"error: {error}")
+        if status not in ACTIVE:
+            self.snap["in_flight"] = None
+            if self._clock is not None:
+                self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
+            self._clock = None
 
     @property
     def status(self) -> RunStatus:
@@ -174,7 +185,7 @@ def _status_of_disk_run(folder: RunFolder, state: dict | None, summary: dict | N
         return RunStatus.FAILED, (state or {}).get("error") or "the run failed"
     if _process_alive(state or {}):
         return RunStatus.RUNNING, None
-    return RunStatus.STOPPED, "the run was interrupted before it finished (the server or process stopped)"
+    return RunStatus.INTERRUPTED, INTERRUPTED_ON_DISK
 
 
 def _process_alive(state: dict) -> bool:
@@ -262,3 +273,21 @@ def _disk_listing(folder: RunFolder) -> dict:
             "data_source": state.get("data_source"), "class_names": class_names,
             "n_trials": (summary or {}).get("n_trials"),
             "test_accuracy": (summary or {}).get("test_accuracy"), "live": False}
+
+
+def interrupted_message(code: int, flight: dict | None, n_ok: int, memory_note: str | None = None) -> str:
+    """What people are told when a search's process ended without finishing."""
+    if code < 0:
+        try:
+            how = f"was ended by signal {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"was ended by signal {-code}"
+    else:
+        how = f"ended with status {code}"
+    words = [memory_note] if memory_note else []
+    words.append(f"The search's process {how} before it finished.")
+    if flight and flight.get("trial_id") is not None:
+        words.append(f"Network #{flight['trial_id']}, in training, was lost.")
+    words.append(f"Resume continues from the {n_ok} network{'s' if n_ok != 1 else ''} that finished training."
+                 if n_ok else "Resume starts it again.")
+    return " ".join(words)

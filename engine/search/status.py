@@ -33,16 +33,18 @@ class Phase(StrEnum):
 class RunStatus(StrEnum):
     """A run as the pages see it (the snapshot's and summary.json's ``status``)."""
 
+    QUEUED = "queued"            # waiting for a free place (SPROUT_MAX_ACTIVE searches run at once)
     STARTING = "starting"
     RUNNING = "running"
     FINISHING = "finishing"
     DONE = "done"
     STOPPED = "stopped"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # its process ended without a summary (killed, crashed, server gone): resumable
 
 
-#: statuses of a run that is still working
-ACTIVE = (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.FINISHING)
+#: statuses of a run that is still working (or waiting to)
+ACTIVE = (RunStatus.QUEUED, RunStatus.STARTING, RunStatus.RUNNING, RunStatus.FINISHING)
 #: statuses of a run that ended with a summary (and, unless stopped before any trial, a model)
 FINISHED = (RunStatus.DONE, RunStatus.STOPPED)
 #: phases in which a run searches or finishes (the "phase" event)

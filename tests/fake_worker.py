@@ -1,0 +1,56 @@
+"""Stand-ins for the search worker (engine/search/worker.py), started by a Registry in tests as
+``[sys.executable, "-m", "tests.fake_worker", MODE]`` followed by the worker's own arguments.
+
+- ``hold``: no TensorFlow, no search. Sends "started" and "trial_started" for trial 0, then
+  waits until the run folder holds a file named ``release`` (then finishes "done") or a
+  SIGTERM comes (then finishes "stopped"). Starts in a fraction of a second: for the queue.
+- ``deaf``: as ``hold``, but ignores SIGTERM (a worker that does not answer a stop).
+- ``search``: the real worker with :class:`tests.helpers.FakeTrainer` in place of training
+  (``FAKE_EPOCH_S`` seconds per epoch): real run folders, real resume, no real training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def hold(run_dir: Path, deaf: bool = False) -> int:
+    from engine.search.worker import EVENTS, EventWriter
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if deaf else (lambda *_: stop.set()))
+    emit = EventWriter(run_dir / EVENTS)
+    emit({"type": "started", "searcher": "random", "device": "CPU (fake)", "class_names": ["a", "b"],
+          "image_size": 8, "channels": 1, "pid": os.getpid()})
+    emit({"type": "trial_started", "trial_id": "0", "parent_id": None, "max_epochs": 1})
+    while not stop.is_set() and not (run_dir / "release").exists():
+        time.sleep(0.02)
+    status = "stopped" if stop.is_set() else "done"
+    emit({"type": "trial_finished", "trial": {"id": "0", "parent_id": None, "status": "ok", "val_accuracy": 0.5}})
+    emit({"type": "finished", "summary": {"status": status, "wall_s": 0.1}})
+    return 0
+
+
+def search(argv: list[str]) -> int:
+    from engine.search import worker
+    from engine.training import trainer
+    from tests.helpers import FakeTrainer
+
+    trainer.train = FakeTrainer(epoch_s=float(os.environ.get("FAKE_EPOCH_S", "0.01")))
+    return worker.main(argv)
+
+
+if __name__ == "__main__":
+    mode, rest = sys.argv[1], sys.argv[2:]
+    if mode in ("hold", "deaf"):
+        sys.exit(hold(Path(rest[0]), deaf=mode == "deaf"))
+    if mode == "search":
+        sys.exit(search(rest))
+    print(f"expected a mode, hold or search; received {json.dumps(mode)}", file=sys.stderr)
+    sys.exit(2)
