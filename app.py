@@ -15,17 +15,19 @@ the requested page without this script (no navigation, no reattaching to a run f
 address, every file of the folder listed as a page).
 """
 
+import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import streamlit as st
 
-from views.warmup import start_warm_up
+from views.warmup import wait_for_modules
 
 ROOT = Path(__file__).parent
 
 
 def main() -> None:
+    wait_for_modules()  # at once when the lifespan below has already waited; else 1-2 s, once
     from views.common import PAGES, freeze_after_warm_up, sync_state
 
     st.set_page_config(page_title="Sprout · grow an image classifier",
@@ -33,7 +35,6 @@ def main() -> None:
                        initial_sidebar_state="expanded")
     st.logo(str(ROOT / "assets" / "logo.svg"), icon_image=str(ROOT / "assets" / "logo_icon.svg"), size="large")
     st.html(ROOT / "assets" / "style.css")
-    start_warm_up()  # started by the lifespan already; here for servers not started by `streamlit run app.py`
     freeze_after_warm_up()
     sync_state()
 
@@ -51,10 +52,10 @@ def main() -> None:
 
 @asynccontextmanager
 async def lifespan(_app):
-    """The server's start: begin the warm-up before anyone visits."""
+    """The server's start: begin the warm-up, and serve once the pages' modules are in (1-2 s)."""
+    await asyncio.to_thread(wait_for_modules)
     from views.common import freeze_after_warm_up
 
-    start_warm_up()
     freeze_after_warm_up()
     yield
 

@@ -23,6 +23,7 @@ from engine import paths
 from engine.errors import SproutError
 from engine.search.labels import run_label
 from engine.search.status import ACTIVE, RunStatus
+from views.warmup import wait_for_tensorflow
 
 PAGES = {
     "data": "views/data.py",
@@ -299,6 +300,7 @@ def run_test_indices(snap: dict) -> list[int]:
 
 @st.cache_resource(show_spinner="Loading the network…", max_entries=4)
 def _model(path: str, mtime: float):
+    wait_for_tensorflow()
     from engine.training.export import load_model
 
     return load_model(path)

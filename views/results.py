@@ -11,6 +11,7 @@ from engine.figures.search import prediction_figure
 from engine.figures.style import trial_by_id
 from engine.search.labels import short_count
 from engine.search.status import RunStatus
+from views.warmup import wait_for_tensorflow
 from views.common import (
     empty_state, is_active, model_labels, page_button, run_dir, run_images, run_picker, status_words, to_display,
 )
@@ -112,6 +113,7 @@ out_dir = run_dir(snap) / "exports"
 
 def _export(fmt: str) -> bytes:
     """Build an export once (kept in the run folder, engine.training.export) and return its bytes."""
+    wait_for_tensorflow()
     from engine.training.export import export
 
     target = out_dir / {"savedmodel": "sprout_saved_model.zip", "tflite": "sprout_model.tflite"}[fmt]

@@ -5,6 +5,7 @@ import streamlit as st
 
 from engine.errors import SproutError
 from engine.figures.results import top_predictions_figure
+from views.warmup import wait_for_tensorflow
 from engine.search.labels import run_label
 from views.common import empty_state, model_labels, run_images, run_model, run_picker, run_test_indices, to_display
 
@@ -62,6 +63,7 @@ if pixels is None:
     st.caption("Upload a picture, take one with your camera, or pick one of your test images.")
     st.stop()
 
+wait_for_tensorflow()  # noqa: E402 - not while the warm-up is importing it
 from engine.training.evaluation import predict  # noqa: E402 - TensorFlow only once there is something to predict
 
 probs = np.asarray(predict(model, pixels[None].astype(np.uint8)))[0]
