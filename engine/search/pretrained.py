@@ -34,7 +34,7 @@ GPU_MAX_SIZE = 224
 VIEWS = 3                     # augmented views of each training image in the feature cache
 MAX_FEATURE_BYTES = 400 * 2**20  # fewer views when the training features would pass this
 FINAL_SHARE = 0.3             # budget share kept for fine-tuning the trunk's top with the head
-FINAL_EPOCHS_MAX = 12
+FINAL_EPOCHS_MAX = 12         # and at most 3x the recipe's final epochs, as a fine-tune from scratch
 FINE_TUNE_LR = 1e-4           # low: the trunk's ImageNet (or own) features must survive
 TRAIN_COST = 2.5              # one training image costs this many forward passes (backward through the top, augment)
 SETUP_S = 10.0                # building and tracing the whole model once
@@ -154,7 +154,8 @@ class PretrainedStart:
         y = np.concatenate([data.y_train, data.y_val])
         evaluate = SETUP_S / 2 + len(data.y_test) / max(self.images_per_s, 1e-6)
         deadline = ctx.budget - evaluate
-        epochs = min(FINAL_EPOCHS_MAX, int((deadline - ctx.elapsed() - SETUP_S) // self.epoch_s(len(y))))
+        most = min(FINAL_EPOCHS_MAX, 3 * max(1, int(self.image_recipe.final_epochs)))
+        epochs = min(most, int((deadline - ctx.elapsed() - SETUP_S) // self.epoch_s(len(y))))
         if epochs < 1:
             ctx.say("no time left to fine-tune the trunk; the head keeps its searched weights")
             return model, False, 0
@@ -215,14 +216,16 @@ def begin(state: dict, data, recipe, seed: int, say, timings) -> PretrainedStart
     n = len(got.x_train) + len(got.x_val) + len(got.x_test)
     state["features"] = {"seconds": round(got.seconds, 3), "images": n, "images_per_s": round(got.images_per_s, 1),
                          "views": views, "shape": list(got.x_train.shape[1:]), "quantizer": got.quantizer.to_dict()}
-    say(f"features: the trunk's {'x'.join(map(str, got.x_train.shape[1:]))} feature map of {n} images "
-        f"({views} augmented view{'s' if views != 1 else ''} of each training image) in {got.seconds:.1f} s "
-        f"({got.images_per_s:.0f} images/s); the trunk stays frozen while the head is searched")
-    feats = replace(data, image_size=int(got.x_train.shape[1]), channels=int(got.x_train.shape[3]),
-                    x_train=got.x_train, y_train=got.y_train, x_val=got.x_val, x_test=got.x_test)
     scale = len(got.x_train) / max(1, len(data.y_train))
     head_recipe = replace(recipe, shift=0, flip=False,
                           seed_epochs=max(3, math.ceil(recipe.seed_epochs / scale)),
                           child_epochs=max(2, math.ceil(recipe.child_epochs / scale)))
+    say(f"features: the trunk's {'x'.join(map(str, got.x_train.shape[1:]))} feature map of {n} images "
+        f"({views} augmented view{'s' if views != 1 else ''} of each training image) in {got.seconds:.1f} s "
+        f"({got.images_per_s:.0f} images/s); the trunk stays frozen while the head is searched, the first head "
+        f"trains up to {head_recipe.seed_epochs} epochs over these features and each grown one up to "
+        f"{head_recipe.child_epochs}")
+    feats = replace(data, image_size=int(got.x_train.shape[1]), channels=int(got.x_train.shape[3]),
+                    x_train=got.x_train, y_train=got.y_train, x_val=got.x_val, x_test=got.x_test)
     return PretrainedStart(start, feats, trunks.weights_of(trunk), got.quantizer, recipe, head_recipe,
                            got.images_per_s, views)
