@@ -120,19 +120,18 @@ def test_quantizer_codes_match_the_models_affine_map():
 
 # ----- the whole path, with a trunk file of our own -----------------------------------------
 def own_trunk_file(path: Path) -> Path:
-    """A trunk weights file made here: random weights, BatchNorm scales and shifts jittered
-    (the untrained trunk's features are all near 0, which would hide a wrong feature map)."""
+    """A trunk weights file made here: random weights with every BatchNorm's statistics set
+    from one batch of random images (left at their initial values, they shrink the signal
+    layer by layer and the untrained trunk gives every image the same features)."""
+    import keras
+
     from engine.training.trunk import build_trunk
 
     trunk = build_trunk(32)
-    rng = np.random.default_rng(0)
-    weights = []
-    for w, value in zip(trunk.weights, trunk.get_weights()):
-        if w.path.endswith(("gamma", "beta")):
-            value = value * rng.normal(1.0, 0.5, value.shape).astype(np.float32) + 0.3 * rng.normal(
-                size=value.shape).astype(np.float32) * w.path.endswith("beta")
-        weights.append(value)
-    trunk.set_weights(weights)
+    for layer in trunk.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0  # the moving statistics become this batch's
+    trunk(np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3)).astype(np.float32), training=True)
     trunk.save_weights(path)
     return path
 
@@ -148,7 +147,7 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
 
     weights = own_trunk_file(tmp_path / "trunk.weights.h5")
     lines: list[str] = []
-    config = SearchConfig(budget_s=60, image_size=32, max_trials=3, max_epochs=2, pretrained=str(weights),
+    config = SearchConfig(budget_s=60, image_size=32, max_trials=2, max_epochs=2, pretrained=str(weights),
                           recipe={"final_epochs": 1})
     summary = run_search(images_dir, tmp_path / "run", config,
                          events=lambda e: lines.append(e["message"]) if e["type"] == "log" else None)
@@ -158,7 +157,7 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
     assert any(line.startswith("recipe: the search starts from a pretrained MobileNetV3Small") for line in lines)
     assert any(line.startswith("features: the trunk's 1x1x576 feature map") for line in lines)
     trials = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
-    assert len(trials) == 3 and all(t["status"] == "ok" for t in trials)
+    assert len(trials) == 2 and all(t["status"] == "ok" for t in trials)
     head = json.loads((run / "trials" / "0" / "architecture.json").read_text())
     assert head["input_shape"] == [1, 1, 576]  # the heads train on the cached feature map
     assert summary["fine_tuned"] and 1 <= summary["final_epochs"] <= 3
@@ -175,9 +174,10 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
     accuracy = float(np.mean(probs.argmax(axis=1) == ds.labels[split]))
     assert accuracy == pytest.approx(summary["test_accuracy"])  # plain Keras predicts what Sprout measured
     labels = json.loads((run / "labels.json").read_text())
-    for fmt in ("savedmodel", "tflite"):
-        path = export(run / "best_model.keras", fmt, tmp_path / "export", labels)
-        np.testing.assert_allclose(run_exported(path, ds.images[split]), probs, atol=2e-4)
+    assert np.ptp(predict(model, ds.images)[:, 0]) > 1e-3  # the model tells images apart: the check below bites
+    # TFLite goes through the SavedModel export (engine.training.export), so this covers both writers
+    path = export(run / "best_model.keras", "tflite", tmp_path / "export", labels)
+    np.testing.assert_allclose(run_exported(path, ds.images[split]), probs, atol=2e-4)
     # the fine-tune changed the trunk's top, not its frozen bottom
     before, after = build_trunk(32, weights), model.get_layer("trunk")
     changed = [not np.allclose(a, b) for a, b in zip(before.get_weights(), after.get_weights())]
