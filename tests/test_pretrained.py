@@ -60,6 +60,31 @@ def test_auto_takes_cached_weights_from_sprout_home(monkeypatch):
     assert Start.from_dict(json.loads(json.dumps(start.to_dict()))) == start
 
 
+def test_a_download_lands_in_sprout_home_whole(monkeypatch, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from engine.training import trunk
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "w.h5").write_bytes(b"weights" * 1000)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("SPROUT_WEIGHTS_URL", f"http://127.0.0.1:{server.server_address[1]}/w.h5")
+        got = trunk.find_weights("auto")
+    finally:
+        server.shutdown()
+    assert got.source == "download" and got.path == trunk.weights_dir() / trunk.IMAGENET_FILE
+    assert got.path.read_bytes() == b"weights" * 1000
+    assert [p.name for p in trunk.weights_dir().iterdir()] == [trunk.IMAGENET_FILE]  # no partial file left
+    assert trunk.find_weights("auto").source == "cache"  # the next run finds it without the network
+
+
 def test_trunk_size_follows_the_images_and_the_device():
     assert trunk_size(Report(), None, gpu=False) == 128
     assert trunk_size(Report(), None, gpu=True) == 224

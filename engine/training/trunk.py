@@ -21,6 +21,7 @@ download: the search then starts from scratch.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ IMAGENET_FILE = "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
 IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/" + IMAGENET_FILE
 IMAGENET_HASH = "d3e8ec802a04aa4fc771ee12a9a9b836"
 URL_VARIABLE = "SPROUT_WEIGHTS_URL"
+DOWNLOAD_TIMEOUT_S = 120.0  # about 4 MB
 #: The trunk's last blocks, unfrozen for the final fine-tune (the rest stays as pretrained).
 TOP_FROM = "expanded_conv_9"
 
@@ -95,16 +97,40 @@ def find_weights(choice: str, download: bool = True) -> Weights:
     return Weights(got, "download", f"ImageNet weights of {NAME} downloaded to {got}")
 
 
-def download_imagenet(url: str = IMAGENET_URL) -> Path:
+def download_imagenet(url: str = IMAGENET_URL, timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
     """Download the ImageNet weights into :func:`weights_dir` with Keras' ``get_file`` (checked
-    against Keras' hash when the address is Keras' own) and return the file's path."""
+    against Keras' hash when the address is Keras' own) and return the file's path.
+
+    The file is fetched under a temporary name and renamed once complete, so a download cut
+    short never leaves a cached file that looks whole. Keras' download has no timeout of its
+    own (a network that drops packets would hang the run), so it runs in a thread that is
+    given up after ``timeout_s``."""
     folder = weights_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    got = Path(keras.utils.get_file(IMAGENET_FILE, url, cache_dir=str(folder.parent), cache_subdir=folder.name,
-                                    file_hash=IMAGENET_HASH if url == IMAGENET_URL else None))
+    part, outcome = folder / f".{IMAGENET_FILE}.part", {}
+
+    def fetch() -> None:
+        try:
+            outcome["path"] = Path(keras.utils.get_file(part.name, url, cache_dir=str(folder.parent),
+                                                        cache_subdir=folder.name,
+                                                        file_hash=IMAGENET_HASH if url == IMAGENET_URL else None))
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fetch, name="sprout-weights-download", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise SproutError(f"the download did not finish within {timeout_s:g} s")
+    if "error" in outcome:
+        part.unlink(missing_ok=True)
+        raise outcome["error"]
+    got = outcome["path"]
     if got.resolve().parent != folder.resolve():  # get_file falls back to /tmp when the folder is not writable
         raise SproutError(f"expected the weights in {folder}, but Keras saved them to {got}")
-    return got
+    final = folder / IMAGENET_FILE
+    os.replace(got, final)
+    return final
 
 
 def build_trunk(image_size: int, weights: str | os.PathLike | None = None):
