@@ -191,6 +191,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIDE
     p = argparse.ArgumentParser(prog="python -m bench.pretrained", description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=float, default=120)
     p.add_argument("--seeds", default="0,1")
@@ -198,7 +199,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--side", type=int, default=SIDE, help="image side of both sets and the trunk's input")
     p.add_argument("--work", type=Path, default=Path("/tmp/sprout-pretrained"))
     args = p.parse_args(argv)
-    global SIDE
     SIDE = args.side
     os.environ["SPROUT_HOME"] = str(args.work / "home")
     args.work.mkdir(parents=True, exist_ok=True)
