@@ -210,3 +210,26 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
     # a Sprout model holding the trunk is itself a weights file for the next run
     again = build_trunk(32, run / "best_model.keras")
     assert all(np.allclose(a, b) for a, b in zip(again.get_weights(), after.get_weights()))
+
+
+def test_the_search_page_offers_the_start_and_names_a_missing_weights_file(tmp_path):
+    import streamlit as st
+
+    from tests.test_app import _app
+
+    st.cache_resource.clear()
+    at = _app()
+    at.button(key="sample").click()
+    at.run()
+    at.button(key="to_search").click()
+    at.run()
+    assert at.selectbox(key="start_kind").value == "auto"
+    at.selectbox(key="start_kind").set_value("file")
+    at.run()
+    at.text_input(key="weights_file").set_value(str(tmp_path / "mine.weights.h5"))
+    at.button(key="start").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert any("mine.weights.h5" in e.value and "does not exist" in e.value for e in at.error), at.error
+    assert not at.query_params.get("run")  # nothing started
+    st.cache_resource.clear()
