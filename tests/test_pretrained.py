@@ -172,7 +172,7 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
 
     weights = own_trunk_file(tmp_path / "trunk.weights.h5")
     lines: list[str] = []
-    config = SearchConfig(budget_s=60, image_size=32, max_trials=2, max_epochs=2, pretrained=str(weights),
+    config = SearchConfig(budget_s=150, image_size=32, max_trials=2, max_epochs=2, pretrained=str(weights),
                           recipe={"final_epochs": 1})
     summary = run_search(images_dir, tmp_path / "run", config,
                          events=lambda e: lines.append(e["message"]) if e["type"] == "log" else None)

@@ -34,9 +34,9 @@ GPU_MAX_SIZE = 224
 VIEWS = 3                     # augmented views of each training image in the feature cache
 MAX_FEATURE_BYTES = 400 * 2**20  # fewer views when the training features would pass this
 FINAL_SHARE = 0.3             # budget share kept for fine-tuning the trunk's top with the head
-FINAL_EPOCHS_MAX = 12         # and at most 3x the recipe's final epochs, as a fine-tune from scratch
+FINAL_STEPS_MAX = 600         # the fine-tune's optimiser steps at most (and 3x the recipe's final epochs)
 FINE_TUNE_LR = 1e-4           # low: the trunk's ImageNet (or own) features must survive
-TRAIN_COST = 2.5              # one training image costs this many forward passes (backward through the top, augment)
+TRAIN_COST = 2.0              # one training image costs this many forward passes (backward through the top, augment)
 SETUP_S = 10.0                # building and tracing the whole model once
 
 
@@ -142,8 +142,17 @@ class PretrainedStart:
     def final_model(self, ctx, head: Architecture, stopped: bool) -> tuple[Any, bool, int]:
         """The model of trunk + ``head``, fine-tuned on training + validation images unless
         ``stopped`` or out of time: (model, fine-tuned?, epochs)."""
-        from engine.training import features, trunk as trunks
+        from engine.training import features, trainer, trunk as trunks
 
+        # Counted as a trial of the trainer's, so a search running beside this one (the app runs
+        # two) does not clear the Keras session under the fine-tune (engine.training.trainer).
+        trainer.session_enter()
+        try:
+            return self._final_model(ctx, head, stopped, features, trunks)
+        finally:
+            trainer.session_leave()
+
+    def _final_model(self, ctx, head: Architecture, stopped: bool, features, trunks) -> tuple[Any, bool, int]:
         trunk = trunks.build_trunk(self.start.image_size)
         trunk.set_weights(self.trunk_weights)
         model = features.fused_model(trunk, head, self.quantizer)
@@ -154,7 +163,8 @@ class PretrainedStart:
         y = np.concatenate([data.y_train, data.y_val])
         evaluate = SETUP_S / 2 + len(data.y_test) / max(self.images_per_s, 1e-6)
         deadline = ctx.budget - evaluate
-        most = min(FINAL_EPOCHS_MAX, 3 * max(1, int(self.image_recipe.final_epochs)))
+        steps = math.ceil(len(y) / self.image_recipe.batch_size)
+        most = max(1, min(FINAL_STEPS_MAX // steps, 3 * max(1, int(self.image_recipe.final_epochs))))
         epochs = min(most, int((deadline - ctx.elapsed() - SETUP_S) // self.epoch_s(len(y))))
         if epochs < 1:
             ctx.say("no time left to fine-tune the trunk; the head keeps its searched weights")
