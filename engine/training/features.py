@@ -76,10 +76,21 @@ def extractor(trunk):
 
 
 def extract(model, images: np.ndarray, batch_size: int = EXTRACT_BATCH) -> np.ndarray:
-    """The float32 feature maps of uint8 ``images`` through :func:`extractor`'s ``model``."""
-    if len(images) == 0:
-        return np.zeros((0, *model.output_shape[1:]), np.float32)
-    return np.asarray(model.predict(Batches(images, None, batch_size), verbose=0), np.float32)
+    """The float32 feature maps of uint8 ``images`` through :func:`extractor`'s ``model``.
+
+    Every batch has ``batch_size`` images (the last one padded with zeros, its padding
+    dropped from the result), so the model is traced once for all the calls of a run
+    rather than once per new last-batch size."""
+    n = len(images)
+    full = n - n % batch_size
+    parts = [np.zeros((0, *model.output_shape[1:]), np.float32)]
+    if full:
+        parts.append(model.predict(Batches(images[:full], None, batch_size), verbose=0))
+    if n > full:
+        last = np.zeros((batch_size, *images.shape[1:]), images.dtype)
+        last[: n - full] = images[full:]
+        parts.append(model.predict(Batches(last, None, batch_size), verbose=0)[: n - full])
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 @dataclass
