@@ -119,7 +119,8 @@ def trial_speed(target: Path, weights: Path | None, side: int, epochs: int = 8) 
     import keras
 
     from engine.data import ingest
-    from engine.nas.architecture import head_architecture, init_weights
+    from engine.nas.architecture import init_weights
+    from engine.search.pretrained import head_architecture
     from engine.training import features, trainer
     from engine.training.batches import Batches
     from engine.training.trunk import build_trunk

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from engine.errors import SproutError
-from engine.nas.architecture import head_architecture, init_weights
+from engine.nas.architecture import init_weights
 from engine.search.config import SearchConfig
-from engine.search.pretrained import AUTO_MIN_SIDE, Start, choose_start, trunk_size, views_for
+from engine.search.pretrained import AUTO_MIN_SIDE, Start, choose_start, head_architecture, trunk_size, views_for
 
 
 @dataclass

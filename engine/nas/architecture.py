@@ -347,30 +347,6 @@ def seed_architecture(input_shape: tuple[int, int, int], n_classes: int, filters
     return Architecture((h, w, c), n_classes, layers)
 
 
-def head_architecture(feature_shape: tuple[int, int, int], n_classes: int, filters: int = 128,
-                      dropout: float = 0.2) -> Architecture:
-    """The seed head over a pretrained trunk's feature map (issue 19): Conv1x1 -> BN -> ReLU
-    -> GlobalAveragePooling -> Dropout -> Dense(n_classes) -> softmax.
-
-    Global pooling and a dense layer are the classic head; the 1x1 convolution (fewer
-    channels than the trunk's) gives the main chain a conv part, so the morphisms can grow
-    the head with convolutions on the feature map, wider layers and skips, as they grow a
-    network from scratch.
-
-    >>> head_architecture((4, 4, 576), 5).summary()
-    'conv128k1 | dense5'
-    """
-    h, w, c = (int(v) for v in feature_shape)
-    if min(h, w) < 1 or c < 1:
-        raise ValueError(f"expected a feature map of shape (h, w, channels), received {feature_shape}")
-    if n_classes < 2:
-        raise ValueError(f"expected at least 2 classes, received {n_classes}")
-    kinds = [("conv", {"filters": int(filters), "kernel": 1, "stride": 1}), ("bn", {}), ("relu", {}), ("gap", {}),
-             ("dropout", {"rate": dropout}), ("dense", {"units": n_classes}), ("softmax", {})]
-    layers = [Layer(i + 1, kind, [i], config) for i, (kind, config) in enumerate(kinds)]
-    return Architecture((h, w, c), n_classes, layers)
-
-
 def init_weights(arch: Architecture, seed: int = 0) -> Architecture:
     """A copy of ``arch`` with fresh weights (Glorot-uniform kernels, zero biases, neutral BN)
     for the layers that have none yet."""
