@@ -132,6 +132,15 @@ def test_the_seed_head_grows_like_a_network_from_scratch():
     assert edit_distance(head, child) > 0
 
 
+def test_doctests():
+    import doctest
+
+    import engine.search.pretrained as module
+
+    result = doctest.testmod(module)
+    assert result.attempted >= 1 and result.failed == 0
+
+
 def test_quantizer_codes_match_the_models_affine_map():
     from engine.training.features import Quantizer
 
