@@ -156,9 +156,10 @@ def markdown(result: dict) -> str:
         f"{result['side']} px pretrained "
         f"for {result['pretrain']['seconds']:.0f} s ({result['pretrain']['epochs']} epochs) on "
         f"{result['pretrain']['images']} generated colour images of four other shapes (triangle, cross, ring, star; "
-        f"training accuracy per epoch {result['pretrain']['train_accuracy']}), then used on a small, different set: "
-        "circles against squares, 60 each for the search (split 70/15/15 by the search) and 30 each in a test "
-        "folder the search never sees.", "",
+        f"training accuracy {result['pretrain']['train_accuracy'][0]:.2f} after the first epoch, "
+        f"{result['pretrain']['train_accuracy'][-1]:.2f} after the last, chance 0.25), then used on a small, "
+        "different set: circles against squares, 60 each for the search (split 70/15/15 by the search) and 30 "
+        "each in a test folder the search never sees.", "",
         "## 1. From scratch against the pretrained start, at equal budget", "",
         "| start | seed | budget s | wall s | trials | test acc. (held-out split) | test acc. (test folder) "
         "| best head / network |",
@@ -166,7 +167,7 @@ def markdown(result: dict) -> str:
     ]
     for r in rows:
         lines.append(f"| {r['start']} | {r['seed']} | {r['budget']:.0f} | {r['wall_s']:.0f} | {r['trials']} | "
-                     f"{r['test_accuracy']:.3f} | {r['folder_accuracy']:.3f} | {r['best']} |")
+                     f"{r['test_accuracy']:.3f} | {r['folder_accuracy']:.3f} | {r['best'].replace('|', '/')} |")
     for start in ("scratch", "pretrained"):
         acc = [r["folder_accuracy"] for r in rows if r["start"] == start]
         if acc:

@@ -34,7 +34,8 @@ GPU_MAX_SIZE = 224
 VIEWS = 3                     # augmented views of each training image in the feature cache
 MAX_FEATURE_BYTES = 400 * 2**20  # fewer views when the training features would pass this
 FINAL_SHARE = 0.3             # budget share kept for fine-tuning the trunk's top with the head
-FINAL_STEPS_MAX = 600         # the fine-tune's optimiser steps at most (and 3x the recipe's final epochs)
+FINAL_STEPS_MAX = 600         # the fine-tune's optimiser steps at most, and at most FINAL_EPOCHS_FACTOR x the
+FINAL_EPOCHS_FACTOR = 10      # recipe's final epochs: on a few hundred images 3x (45 epochs) left a third of the budget
 FINE_TUNE_LR = 1e-4           # low: the trunk's ImageNet (or own) features must survive
 TRAIN_COST = 2.0              # one training image costs this many forward passes (backward through the top, augment)
 SETUP_S = 10.0                # building and tracing the whole model once
@@ -188,7 +189,7 @@ class PretrainedStart:
         evaluate = SETUP_S / 2 + len(data.y_test) / max(self.images_per_s, 1e-6)
         deadline = ctx.budget - evaluate
         steps = math.ceil(len(y) / self.image_recipe.batch_size)
-        most = max(1, min(FINAL_STEPS_MAX // steps, 3 * max(1, int(self.image_recipe.final_epochs))))
+        most = max(1, min(FINAL_STEPS_MAX // steps, FINAL_EPOCHS_FACTOR * max(1, int(self.image_recipe.final_epochs))))
         epochs = min(most, int((deadline - ctx.elapsed() - SETUP_S) // self.epoch_s(len(y))))
         if epochs < 1:
             ctx.say("no time left to fine-tune the trunk; the head keeps its searched weights")
