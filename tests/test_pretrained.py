@@ -194,7 +194,7 @@ def test_pretrained_search_fine_tunes_and_exports_one_plain_model(images_dir, tm
     assert len(trials) == 2 and all(t["status"] == "ok" for t in trials)
     head = json.loads((run / "trials" / "0" / "architecture.json").read_text())
     assert head["input_shape"] == [1, 1, 576]  # the heads train on the cached feature map
-    assert summary["fine_tuned"] and 1 <= summary["final_epochs"] <= 3
+    assert summary["fine_tuned"] and 1 <= summary["final_epochs"] <= 10  # 10x the recipe's final_epochs=1
     state = json.loads((run / "state.json").read_text())
     assert state["features"]["views"] == 3 and state["features"]["images"] > 24
 
