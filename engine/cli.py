@@ -67,7 +67,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise SproutError("the search needs a time budget: --budget SECONDS")
     config = SearchConfig(budget_s=args.budget, searcher=args.searcher, seed=args.seed,
                           image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials,
-                          recipe=args.recipe)
+                          recipe=args.recipe, pretrained=args.pretrained)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # first Ctrl-C / SIGTERM: finish the batch, save the best model
@@ -274,6 +274,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(keys: shift, flip, batch_size, schedule, seed_epochs, child_epochs, final_epochs)")
     p.add_argument("--max-trials", type=_positive_int, default=None,
                    help="stop proposing after this many trials (default: the budget decides)")
+    p.add_argument("--pretrained", default="auto", metavar="auto|none|PATH",
+                   help="start from a pretrained MobileNetV3-Small trunk and search the head over it: auto (the "
+                        "default: for colour photos of 64 px or more, with ImageNet weights cached under "
+                        "SPROUT_HOME/cache/weights or downloaded there once), none (search from scratch), or a "
+                        ".weights.h5 / .keras file of the trunk")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after a crash")
     p.set_defaults(func=_cmd_search)
 

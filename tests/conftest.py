@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests never download pretrained weights (engine.training.trunk); "auto" then starts from scratch.
+os.environ["SPROUT_WEIGHTS_URL"] = "none"
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,11 @@ SEARCHERS = {
     "random": "Random: grows a random earlier network (for comparison)",
     "bfs": "Breadth-first: tries every small change in turn (for comparison)",
 }
+STARTS = {
+    "auto": "Automatic: pretrained for colour photos, from scratch otherwise",
+    "none": "From scratch",
+    "file": "Pretrained, with weights from a file",
+}
 CHART_CONFIG = {"displayModeBar": False, "scrollZoom": False}
 LIVE_REFRESH_S = 1.0  # how often the live view refreshes while a search runs
 
@@ -65,12 +70,23 @@ def start_form() -> None:
                                    help="The same seed, data and settings give the same split and choices.")
             budget_s = a3.number_input("…or a budget in seconds", min_value=0, max_value=4 * 3600, value=0, step=10,
                                        key="budget_s", help="For quick tries: overrides the minutes when above 0.")
+            start = st.selectbox("How to start", list(STARTS), format_func=STARTS.get, key="start_kind",
+                                 help="A network pretrained on ImageNet already sees edges, textures and shapes; "
+                                      "Sprout then searches only the layers on top of it. Automatic uses it for "
+                                      "colour photos of at least 64 pixels when its weights are cached or can be "
+                                      "downloaded (once, into Sprout's cache); digits, scans and small images "
+                                      "start from scratch. The search page says which start was taken and why.")
+            weights = (st.text_input("Weights file (.weights.h5 or .keras) on this computer", key="weights_file")
+                       if start == "file" else "")
         device_line(snap.get("device") if snap else None)
         if st.button("Start the search", type="primary", icon=":material/play_arrow:", key="start"):
             from engine.search.loop import SearchConfig
 
+            # A pretrained start sizes its input from the images (96-224 px) unless a size was picked.
             config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
-                                  image_size=int(report["image_size"]), max_epochs=int(epochs) or None)
+                                  image_size=int(report["image_size"]) if start == "none" else chosen_size(),
+                                  max_epochs=int(epochs) or None,
+                                  pretrained=weights.strip() if start == "file" else start)
             try:
                 run_id = registry().start(source_of(token), config)
             except SproutError as exc:

@@ -22,6 +22,7 @@ class SearchConfig:
     max_trials: int | None = None      # stop proposing after this many trials (None: budget only)
     batch_size: int | None = None      # None: the recipe's (chosen from the data and device)
     recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
+    pretrained: str = "auto"           # "auto" | "none" | a weights file (engine.search.pretrained)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +46,13 @@ class SearchConfig:
             raise SproutError(f"image_size must be between 8 and 512 pixels; received {self.image_size}")
         if self.max_trials is not None and self.max_trials < 1:
             raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
+        if not isinstance(self.pretrained, str) or not self.pretrained.strip():
+            raise SproutError(f"pretrained must be auto, none or the path of a weights file; "
+                              f"received {self.pretrained!r}")
+        if self.pretrained not in ("auto", "none"):
+            from engine.training.trunk import check_weights_file
+
+            check_weights_file(self.pretrained)
         if self.recipe:
             from engine.training.recipe import check_overrides
 

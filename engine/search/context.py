@@ -82,6 +82,7 @@ class RunContext:
     state: dict
     rng: np.random.Generator
     child_epochs: int | None = None  # planned when the search phase starts (engine.search.plan)
+    pretrained: Any = None  # engine.search.pretrained.PretrainedStart when the run searches a head over a trunk
 
     @property
     def budget(self) -> float:
@@ -89,6 +90,11 @@ class RunContext:
 
     def elapsed(self) -> float:
         return self.clock.elapsed()
+
+    @property
+    def train_data(self) -> PreparedData:
+        """What trials train on: the images, or a pretrained trunk's cached features of them."""
+        return self.pretrained.features if self.pretrained is not None else self.data
 
     def emit(self, type_: str, **payload) -> None:
         self.events.emit(type_, **payload)

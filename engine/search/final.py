@@ -44,6 +44,10 @@ def finish(ctx: RunContext, best: Trial | None, records: list[dict], stopped_by_
         raise SproutError("no network finished training within the budget; give the search more time")
     with ctx.timings.timed("io_s"):
         arch = ctx.folder.load_architecture(best.id)
+    if ctx.pretrained is not None:  # one model of the trunk and the best head (engine.search.pretrained)
+        model, fine_tuned, epochs_done = ctx.pretrained.final_model(ctx, arch, stopped)
+        status = RunStatus.STOPPED if stopped or ctx.stop.is_set() else RunStatus.DONE
+        return _summarise(ctx, best, arch, records, status, fine_tuned, epochs_done, model=model)
     fine_tuned, epochs_done = False, 0
     hard_end = 1.04 * ctx.budget
     if not stopped and ctx.cost.known:
@@ -110,15 +114,17 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
 
 
 def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, records: list[dict], status: RunStatus,
-               fine_tuned: bool, epochs: int) -> dict:
-    """Evaluate and save ``arch`` (when there is one), then write summary.json and the final state."""
+               fine_tuned: bool, epochs: int, model=None) -> dict:
+    """Evaluate and save ``arch`` (when there is one; ``model`` when it is built already),
+    then write summary.json and the final state."""
     final, files = None, {"keras": None, "labels": None}
     data = ctx.data
-    if arch is not None:
+    if arch is not None and model is None:
         with ctx.timings.timed("building_s"):
             from engine.training.model import build_model  # TensorFlow only once a model is built
 
             model = build_model(arch)
+    if model is not None:
         with ctx.timings.timed("evaluation_s"):
             final = _evaluate(ctx, model)
         with ctx.timings.timed("io_s"):
@@ -140,7 +146,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
         "test_accuracy": final["test_accuracy"] if final else None,
         "final": final, "fine_tuned": fine_tuned, "final_epochs": epochs,
         "class_names": data.class_names, "image_size": data.image_size, "channels": data.channels,
-        "files": files, "config": ctx.config.to_dict(), "finished": now_iso(),
+        "files": files, "config": ctx.config.to_dict(), "finished": now_iso(), "start": ctx.state.get("start"),
     }
     ctx.folder.write_summary(summary)
     ctx.save_state(phase=Phase.DONE if status == RunStatus.DONE else Phase.STOPPED, in_flight=None)

@@ -47,6 +47,7 @@ from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import RUN_FORMAT, RunFolder
+from engine.search import pretrained
 from engine.search.prepare import device_name, prepare_data, run_recipe
 from engine.search.status import Phase, TrialStatus
 from engine.search.trials import TrialRunner
@@ -118,9 +119,11 @@ def _start(source, folder: RunFolder, config: SearchConfig, state: dict, clock: 
     searcher = make_searcher(config.searcher, seed=config.seed, limits=limits)
     rng = np.random.default_rng(config.seed)
     recipe = run_recipe(state, data, config, device, timings)
-    ctx = RunContext(config=config, folder=folder, data=data, trainer=trainer, device=device, recipe=recipe,
-                     cost=CostModel(len(data.y_train)), limits=limits, timings=timings, clock=clock,
-                     events=events, stop=stop, state=state, rng=rng)
+    pre = pretrained.begin(state, data, recipe, config.seed, events.say, timings)  # None: from scratch
+    ctx = RunContext(config=config, folder=folder, data=data, trainer=trainer, device=device,
+                     recipe=pre.head_recipe if pre else recipe,
+                     cost=CostModel(len((pre.features if pre else data).y_train)), limits=limits, timings=timings,
+                     clock=clock, events=events, stop=stop, state=state, rng=rng, pretrained=pre)
     runner = TrialRunner(ctx, searcher)
     if saved is not None:
         runner.restore(saved)
@@ -194,6 +197,8 @@ def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
     epoch = cost.epoch_s(flops(best.architecture), n_fit)
     evaluate = 0.5 * cost.epoch_s(flops(best.architecture), len(data.y_test)) + 1.0
     tune = max(final_epochs(ctx.recipe) * epoch, FINAL_SHARE * budget)
+    if ctx.pretrained is not None:  # the final phase fine-tunes the trunk's top on images, not the head alone
+        tune, evaluate = ctx.pretrained.reserve_s(budget, n_fit, len(data.y_test))
     return tune + cost.extra_s() + evaluate + 2.0 + margin
 
 
@@ -230,7 +235,9 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
     shape = (data.image_size, data.image_size, data.channels)
     filters = (32, 64, 64, 128)
     for attempt in range(3):
-        arch = init_weights(seed_architecture(shape, n_classes, filters=filters), seed=ctx.config.seed)
+        first = (ctx.pretrained.seed_architecture(n_classes, filters) if ctx.pretrained is not None
+                else seed_architecture(shape, n_classes, filters=filters))
+        arch = init_weights(first, seed=ctx.config.seed)
         if not ctx.limits.allows(arch) and attempt < 2:
             filters = tuple(max(8, f // 2) for f in filters)
             continue

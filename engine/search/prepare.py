@@ -9,7 +9,7 @@ takes back the one a resumed run chose. No TensorFlow here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,13 +47,15 @@ class PreparedData:
                 f"{len(self.y_val)} validation / {len(self.y_test)} test")
 
 
-def load_data(source: Any, config: SearchConfig, info: dict | None) -> PreparedData:
+def load_data(source: Any, config: SearchConfig, info: dict | None, size: int | None = None,
+              channels: int | str = "auto") -> PreparedData:
     """The data of ``source`` split for a search; ``info`` is a resumed run's dataset.json
-    (its image size, channels and split are reused, and the data must not have changed)."""
+    (its image size, channels and split are reused, and the data must not have changed).
+    ``size`` and ``channels`` replace the config's for a new run (a pretrained trunk's input)."""
     from engine.data import ingest as data
 
-    size = info["image_size"] if info else config.image_size
-    channels = info["channels"] if info else "auto"
+    size = info["image_size"] if info else size or config.image_size
+    channels = info["channels"] if info else channels
     source = source if source is not None else (info or {}).get("source")
     ds = data.load(source, image_size=size, channels=channels)
     if len(ds.class_names) < 2:
@@ -95,10 +97,23 @@ def prepare_data(folder: RunFolder, source: Any, config: SearchConfig, state: di
         raise SproutError(f"{folder.root} has no dataset.json; the run cannot be resumed")
     data = load_data(source, config, info)
     if info is None:
+        data = _for_start(data, source, config, state)
         folder.create()
         folder.write_state(state)
         folder.write_dataset(dataset_info(data, source, config.seed))
     return data
+
+
+def _for_start(data: PreparedData, source: Any, config: SearchConfig, state: dict) -> PreparedData:
+    """Choose the run's start (``engine.search.pretrained``), note it in ``state`` and, for a
+    pretrained start, the data again at the trunk's size in colour."""
+    from engine.search.pretrained import choose_start
+
+    start = choose_start(config.pretrained, data.dataset.report, config.image_size)
+    state["start"] = start.to_dict()
+    if not start.pretrained or (data.image_size == start.image_size and data.channels == 3):
+        return data
+    return load_data(source, config, None, size=start.image_size, channels=3)
 
 
 def run_recipe(state: dict, data: PreparedData, config: SearchConfig, device: str, timings: Timings):
@@ -112,6 +127,8 @@ def run_recipe(state: dict, data: PreparedData, config: SearchConfig, device: st
         recipe = choose_recipe(data.x_train, data.y_train, data.x_val, data.y_val, device=device, seed=config.seed)
     if config.batch_size:
         recipe = with_overrides(recipe, {"batch_size": int(config.batch_size)})
+    if state.get("start"):  # which start the run took, and why, is the recipe's first line
+        recipe = replace(recipe, reasons=(state["start"]["reason"], *recipe.reasons))
     return with_overrides(recipe, config.recipe or {})
 
 

@@ -210,7 +210,7 @@ class TrialRunner:
         guard.start()
         t = time.monotonic()
         try:
-            data = ctx.data
+            data = ctx.train_data
             result = ctx.trainer.train(arch, data.x_train, data.y_train, data.x_val, data.y_val, config,
                                        on_epoch=on_epoch, on_batch=on_batch, stop=trial_stop)
         finally:

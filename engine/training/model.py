@@ -35,16 +35,28 @@ def build_model(arch: Architecture):
     preprocessing and no custom objects.
     """
     image = keras.Input(shape=tuple(arch.input_shape), dtype="uint8", name="image")
-    nodes = {0: keras.layers.Rescaling(1.0 / 255.0, name="rescale")(image)}
+    model = keras.Model(image, apply_layers(arch, keras.layers.Rescaling(1.0 / 255.0, name="rescale")(image)),
+                        name="sprout")
+    set_weights(model, arch)
+    return model
+
+
+def apply_layers(arch: Architecture, x):
+    """The output tensor of ``arch``'s layers applied to ``x`` (node 0): the whole network
+    after its input rescaling, or a head on a pretrained trunk's features."""
+    nodes = {0: x}
     for layer in arch.layers:
         ins = [nodes[i] for i in layer.inputs]
         nodes[layer.id] = _keras_layer(layer)(ins if layer.kind in ("add", "concat") else ins[0])
-    model = keras.Model(image, nodes[arch.layers[-1].id], name="sprout")
+    return nodes[arch.layers[-1].id]
+
+
+def set_weights(model, arch: Architecture) -> None:
+    """Give ``model``'s layers named after ``arch``'s layers the weights ``arch`` holds (if any)."""
     if arch.weights:
         for layer in arch.layers:
             if layer.id in arch.weights:
                 model.get_layer(keras_name(layer)).set_weights(arch.weights[layer.id])
-    return model
 
 
 def _keras_layer(layer: Layer):

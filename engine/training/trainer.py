@@ -276,7 +276,7 @@ _session_lock = threading.Lock()
 _session_users = 0
 
 
-def _session_enter() -> None:
+def session_enter() -> None:
     """Start a trial: a fresh Keras session, unless another trial (in another thread) is
     using the current one; clear_session() under a running fit would pull Keras' global
     state and TensorFlow's kernel caches from under it."""
@@ -287,7 +287,7 @@ def _session_enter() -> None:
         _session_users += 1
 
 
-def _session_leave() -> None:
+def session_leave() -> None:
     """End a trial: the last one out clears the session and collects garbage."""
     global _session_users
     with _session_lock:
@@ -343,7 +343,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
     status, error, oom, caller_error = "ok", None, False, None
     trained = arch
 
-    _session_enter()
+    session_enter()
     model = None
     try:
         keras.utils.set_random_seed(int(config.seed))
@@ -385,7 +385,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
         # Drop every reference to the model (a caught exception, with its traceback, is
         # gone once its except block ends), then let Keras and the allocator let go.
         model = callbacks = train_batches = val_batches = None  # noqa: F841
-        _session_leave()
+        session_leave()
     if caller_error is not None:
         raise caller_error
 
