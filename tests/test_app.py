@@ -154,6 +154,7 @@ def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
     from views import warmup
 
     loading = warmup.WarmUp()
+    loading.modules.set()  # the pages' modules are in (the server waits for them); TensorFlow is not
     monkeypatch.setattr(warmup, "_current", [loading])  # a warm-up that has not finished
     at = _app(data="sample")
     at.switch_page(PAGES["search"])
