@@ -59,6 +59,14 @@ def _app(**query) -> AppTest:
     return at
 
 
+def _start_search(at, budget_s: int, epochs: int) -> None:
+    """On the Search page: a budget in seconds, the most epochs per network, then Start."""
+    at.number_input(key="budget_s").set_value(budget_s)
+    at.number_input(key="epochs").set_value(epochs)
+    at.button(key="start").click()
+    at.run()
+
+
 def _texts(at: AppTest) -> str:
     parts = [e.value for kind in ("markdown", "caption", "warning", "error", "info", "success") for e in at.get(kind)]
     return "\n".join(str(p) for p in parts)
@@ -195,10 +203,7 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at.button(key="to_search").click()
     at.run()
     assert not at.exception, at.exception
-    at.number_input(key="budget_s").set_value(20)
-    at.number_input(key="epochs").set_value(2)
-    at.button(key="start").click()
-    at.run()
+    _start_search(at, budget_s=20, epochs=2)
     assert not at.exception, at.exception
     run_id = at.query_params["run"]
     assert run_id
@@ -290,10 +295,7 @@ def test_stop_keeps_the_best_network_so_far():
     at.run()
     at.switch_page(PAGES["search"])
     at.run()
-    at.number_input(key="budget_s").set_value(600)
-    at.number_input(key="epochs").set_value(1)
-    at.button(key="start").click()
-    at.run()
+    _start_search(at, budget_s=600, epochs=1)
     t0 = time.monotonic()
     while {m.label: m.value for m in at.metric}.get("Networks trained", "0").startswith("0"):
         assert time.monotonic() - t0 < SEARCH_CAP_S, "no network finished"
@@ -336,10 +338,7 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     at = _app(data="sample", size="8")
     at.switch_page(PAGES["search"])
     at.run()
-    at.number_input(key="budget_s").set_value(600)
-    at.number_input(key="epochs").set_value(2)
-    at.button(key="start").click()
-    at.run()
+    _start_search(at, budget_s=600, epochs=2)
     run_id = at.query_params["run"]
     trials = Path(paths.runs_dir()) / run_id / "trials.jsonl"
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -111,6 +112,33 @@ class RunContext:
         t = time.monotonic()
         self.folder.write_state(self.state)
         self.timings.add("io_s", time.monotonic() - t)
+
+    @contextmanager
+    def watching(self, deadline: float, stop: threading.Event, name: str, deadline_hit: threading.Event | None = None):
+        """For the length of the with-block, a thread sets ``stop`` once the run's stop is set
+        or the budget time passes ``deadline`` (then ``deadline_hit`` too, when given): how a
+        trial or a fine-tune ends within one batch (the trainer looks at ``stop`` before each)."""
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if self.stop.is_set():
+                    stop.set()
+                    return
+                if self.elapsed() > deadline:
+                    if deadline_hit is not None:
+                        deadline_hit.set()
+                    stop.set()
+                    return
+                done.wait(0.1)
+
+        guard = threading.Thread(target=watch, name=name, daemon=True)
+        guard.start()
+        try:
+            yield
+        finally:
+            done.set()
+            guard.join()
 
     def train_config(self, max_epochs: int, **changes):
         """The trainer's settings for one training run under this run's recipe."""

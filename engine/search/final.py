@@ -75,14 +75,7 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
     base = ctx.trainer.TrainConfig()
     config = ctx.train_config(epochs, patience=epochs + 1, score_epochs=1,
                               learning_rate=base.learning_rate * FINAL_LR_FACTOR)
-    ft_stop, done = threading.Event(), threading.Event()
-
-    def watchdog() -> None:
-        while not done.is_set():
-            if ctx.stop.is_set() or ctx.elapsed() > deadline:
-                ft_stop.set()
-                return
-            done.wait(0.1)
+    ft_stop = threading.Event()
 
     def on_epoch(epoch: int, logs: dict | None = None) -> None:
         ctx.emit("epoch", trial_id="final", epoch=epoch + 1, max_epochs=epochs, logs=dict(logs or {}))
@@ -92,17 +85,12 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
 
     ctx.emit("trial_started", trial_id="final", parent_id=arch.id, max_epochs=epochs, proposal=None,
              operations=[], description="fine-tune on training + validation data")
-    guard = threading.Thread(target=watchdog, name="sprout-deadline-final", daemon=True)
-    guard.start()
     t = time.monotonic()
-    try:
+    with ctx.watching(deadline, ft_stop, "sprout-deadline-final"):
         # The validation split is part of the training data here; it only fills the trainer's
         # validation slot. The test split is never passed.
         result = ctx.trainer.train(arch, x, y, data.x_val, data.y_val, config, on_epoch=on_epoch,
                                    on_batch=on_batch, stop=ft_stop)
-    finally:
-        done.set()
-        guard.join()
     ctx.timings.add("training_s", time.monotonic() - t)
     if (result.status in (TrialStatus.OK, TrialStatus.STOPPED) and result.epochs >= 1
             and result.architecture.weights is not None):

@@ -202,9 +202,10 @@ def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
     return tune + cost.extra_s() + evaluate + 2.0 + margin
 
 
-def affordable_limits(ctx: RunContext, left: float, runner: TrialRunner | None = None) -> Limits:
+def affordable_limits(ctx: RunContext, left: float, best_trial_s: float = 0.0) -> Limits:
     """The run's limits plus a flops cap: a proposal must be able to train its epochs
-    within :data:`TRIAL_SHARE` of the search time ``left``. Morphisms only grow networks
+    within :data:`TRIAL_SHARE` of the search time ``left`` (or twice ``best_trial_s``, a
+    trial of the best network so far, where the time left holds that). Morphisms only grow networks
     and an expensive network late in a search trains for a fraction of its epochs (or
     squeezes out the final fine-tune); with the cap the acquisition picks among changes
     the remaining time can pay for, or the search ends and the time goes to the fine-tune."""
@@ -213,9 +214,7 @@ def affordable_limits(ctx: RunContext, left: float, runner: TrialRunner | None =
     # Near the end a share of the time left no longer pays for even the best network so far:
     # then a network up to twice its cost still goes, where the time left holds it (at 60 s the
     # search otherwise stopped with a quarter of its time unused).
-    best = runner.best(allow_stopped=False) if runner is not None else None
-    usual = ctx.cost.extra_s() + max_epochs(ctx) * ctx.cost.epoch_s(flops(best.architecture)) if best else 0.0
-    allowed = max(TRIAL_SHARE * left, min(left, 2.0 * usual))
+    allowed = max(TRIAL_SHARE * left, min(left, 2.0 * best_trial_s))
     epoch = (allowed - ctx.cost.extra_s()) / max(1, max_epochs(ctx))
     cap = int(min(ctx.limits.max_flops, ctx.cost.flops_for(epoch)))
     return replace(ctx.limits, max_flops=max(cap, 1))
@@ -279,7 +278,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
             break
         expected_trial = extra + max_epochs(ctx) * epoch_best
         cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
-        searcher.limits = affordable_limits(ctx, left, runner)
+        searcher.limits = affordable_limits(ctx, left, expected_trial)
         try:
             with ctx.timings.timed("proposal_s"):
                 proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap)

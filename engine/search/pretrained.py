@@ -207,28 +207,16 @@ class PretrainedStart:
 
 
 def _with_deadline(ctx, deadline: float, run, epochs: int):
-    """``run(stop, on_epoch)`` with a watchdog that sets ``stop`` at the run's stop or ``deadline``."""
-    stop, done = threading.Event(), threading.Event()
-
-    def watchdog() -> None:
-        while not done.is_set():
-            if ctx.stop.is_set() or ctx.elapsed() > deadline:
-                stop.set()
-                return
-            done.wait(0.1)
+    """``run(stop, on_epoch)`` with ``stop`` set at the run's stop or ``deadline`` (RunContext.watching)."""
+    stop = threading.Event()
 
     def on_epoch(epoch: int, logs: dict) -> None:
         ctx.emit("epoch", trial_id="final", epoch=epoch + 1, max_epochs=epochs, logs=dict(logs))
 
     ctx.emit("trial_started", trial_id="final", parent_id=None, max_epochs=epochs, proposal=None, operations=[],
              description="fine-tune the trunk's top with the best head on training + validation images")
-    guard = threading.Thread(target=watchdog, name="sprout-deadline-final", daemon=True)
-    guard.start()
-    try:
+    with ctx.watching(deadline, stop, "sprout-deadline-final"):
         return run(stop, on_epoch)
-    finally:
-        done.set()
-        guard.join()
 
 
 def begin(state: dict, data, recipe, seed: int, say, timings) -> PretrainedStart | None:

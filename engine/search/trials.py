@@ -174,20 +174,8 @@ class TrialRunner:
                  operations=list(operations), description=describe_all(operations))
         arch_flops = flops(arch)
         trial_stop = threading.Event()
-        done = threading.Event()
         marks = [time.monotonic()]
         deadline_hit = threading.Event()
-
-        def watchdog() -> None:
-            while not done.is_set():
-                if ctx.stop.is_set():
-                    trial_stop.set()
-                    return
-                if ctx.elapsed() > deadline:
-                    deadline_hit.set()
-                    trial_stop.set()
-                    return
-                done.wait(0.1)
 
         def on_epoch(epoch: int, logs: dict | None = None) -> None:
             marks.append(time.monotonic())
@@ -206,16 +194,11 @@ class TrialRunner:
             ctx.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
 
         config = ctx.train_config(max_epochs)
-        guard = threading.Thread(target=watchdog, name=f"sprout-deadline-{trial_id}", daemon=True)
-        guard.start()
         t = time.monotonic()
-        try:
+        with ctx.watching(deadline, trial_stop, f"sprout-deadline-{trial_id}", deadline_hit):
             data = ctx.train_data
             result = ctx.trainer.train(arch, data.x_train, data.y_train, data.x_val, data.y_val, config,
                                        on_epoch=on_epoch, on_batch=on_batch, stop=trial_stop)
-        finally:
-            done.set()
-            guard.join()
         train_s = time.monotonic() - t
         ctx.timings.add("training_s", train_s)
         epoch_seconds = [round(b - a, 4) for a, b in zip(marks[:-1], marks[1:])]
