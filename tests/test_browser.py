@@ -135,8 +135,8 @@ def _serve(home: Path):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("sprout_home")
-    with _serve(home) as (_, url, started):
-        yield url, home, started
+    with _serve(home) as (proc, url, started):
+        yield url, home, started, proc  # the last test of this module kills it
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +196,7 @@ def _earlier_run(home: Path) -> None:
 
 
 def test_drop_search_reload_download_try(server, browser, tmp_path):
-    url, home, started = server
+    url, home, started, _ = server
     folder = _image_tree(tmp_path / "clothes")
     _earlier_run(home)
     page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
@@ -368,54 +368,57 @@ def _wait_in(page, check, timeout_s: float, what: str) -> None:
         page.wait_for_timeout(300)
 
 
-def test_a_killed_server_restarts_and_its_search_resumes(browser, tmp_path):
+def test_a_killed_server_restarts_and_its_search_resumes(server, browser):
     """Issue #15: the server is SIGKILLed while a search started from the app trains. The search's
     process leaves by itself (it watches its parent); a new server on the same SPROUT_HOME, at the
-    address the tab had, shows the run as interrupted with Resume, and Resume goes on from the last
-    finished network: the ids go on and the kept networks are not trained again."""
-    home = tmp_path / "home"
-    home.mkdir()
+    address the tab had, lists the run as interrupted and shows it with Resume, and Resume goes on
+    from the last finished network: the ids go on and the kept networks are not trained again.
+    The last test of this module: it kills the module's server (one server start less)."""
+    url, home, _, proc = server
+    if not (home / "runs" / EARLIER_RUN).exists():  # run alone: a second run, so the page lists runs
+        _earlier_run(home)
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.set_default_timeout(60_000)
-    with _serve(home) as (proc, url, _):
-        page.goto(f"{url}/search?data=sample&size=8")             # the digits at 8x8, one epoch a network
-        page.get_by_text("Advanced settings").click()
-        page.get_by_role("spinbutton", name="Most epochs per network").fill("1")
-        budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
-        budget.fill("600")                                          # Stop ends it, not the budget
-        budget.press("Tab")
-        page.wait_for_timeout(500)
-        page.get_by_role("button", name="Start the search").click()
-        page.wait_for_url("**run=*")
-        address = urllib.parse.urlsplit(page.url)
-        run_id = urllib.parse.parse_qs(address.query)["run"][0]
-        trials = home / "runs" / run_id / "trials.jsonl"
-        _wait_in(page, lambda: len(_records(trials)) >= 1, 180, "a first network")
-        worker = json.loads((trials.parent / "state.json").read_text())["pid"]
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        t0 = time.monotonic()
-        while _running(worker):
-            assert time.monotonic() - t0 < 5, "the search's process outlived its server by 5 s"
-            time.sleep(0.1)
+    page.goto(f"{url}/search?data=sample&size=8")  # the digits at 8x8, one epoch a network
+    page.get_by_text("Advanced settings").click()
+    page.get_by_role("spinbutton", name="Most epochs per network").fill("1")
+    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
+    budget.fill("600")  # Stop ends it, not the budget
+    budget.press("Tab")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Start the search").click()
+    page.wait_for_url("**run=*")
+    address = urllib.parse.urlsplit(page.url)
+    run_id = urllib.parse.parse_qs(address.query)["run"][0]
+    trials = home / "runs" / run_id / "trials.jsonl"
+    _wait_in(page, lambda: len(_records(trials)) >= 1, 180, "a first network")
+    worker = json.loads((trials.parent / "state.json").read_text())["pid"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    t0 = time.monotonic()
+    while _running(worker):
+        assert time.monotonic() - t0 < 5, "the search's process outlived its server by 5 s"
+        time.sleep(0.1)
     kept_lines = trials.read_text().splitlines()
     kept = _records(trials)
 
     with _serve(home) as (_, url, _):
-        page.goto(f"{url}{address.path}?{address.query}")           # the tab's address, on the new server
+        page.goto(f"{url}{address.path}?{address.query}")  # the tab's address, on the new server
         page.get_by_role("button", name="Resume").wait_for()
         assert page.get_by_role("heading", name=re.compile("Interrupted")).count()
         assert page.get_by_text("The search was interrupted before it finished").count()
+        assert any("sample digits · bayesian · interrupted" in label for label in _run_labels(page, "Search run"))
         _no_exception(page)
         page.get_by_role("button", name="Resume").click()
         page.get_by_role("button", name="Stop").wait_for()
-        _wait_in(page, lambda: len(_records(trials)) >= len(kept) + 2, 180, "two more networks")
+        # the network lost with the server, trained again: its id follows the kept ones
+        _wait_in(page, lambda: len(_records(trials)) > len(kept), 180, "one more network")
         page.get_by_role("button", name="Stop").click()
         page.get_by_role("heading", name=re.compile("Stopped")).wait_for()
         _no_exception(page)
     records = _records(trials)
     ids = [r["id"] for r in records]
-    assert ids == [str(i) for i in range(len(ids))] and len(ids) >= len(kept) + 2, ids
+    assert ids == [str(i) for i in range(len(ids))] and len(ids) > len(kept) >= 1, ids
     assert trials.read_text().splitlines()[:len(kept)] == kept_lines, "the kept networks' records were rewritten"
     assert [r["finished_s"] for r in records[:len(kept)]] == [r["finished_s"] for r in kept]
     assert all(r["finished_s"] is not None for r in records)
