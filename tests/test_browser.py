@@ -1,4 +1,5 @@
-"""The app in a real headless Chromium: drop a folder, search, reload, download, try it.
+"""The app in a real headless Chromium: drop a folder, search, reload, download, try it; a server
+killed during a search, started again, and the search resumed from the page.
 
 Starts ``streamlit run app.py`` on a free port with SPROUT_HOME in a temporary folder and
 drives it with Playwright. Screenshots of every page go to tests/artifacts/ (gitignored).
@@ -16,7 +17,9 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,36 +97,46 @@ def _image_tree(dest: Path) -> Path:
     return dest
 
 
+@contextmanager
+def _serve(home: Path):
+    """``streamlit run app.py``, headless, on a free port with SPROUT_HOME=home, once its
+    /_stcore/health answers: yields (its process, its address, time.monotonic() at its start)
+    and ends it afterwards (unless the test killed it). Its output goes to home/server.log."""
+    port = _free_port()
+    env = {**os.environ, "SPROUT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    with open(home / "server.log", "a") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
+             "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            started = time.monotonic()
+            deadline = started + 60
+            while True:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield proc, url, started
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("sprout_home")
-    port = _free_port()
-    log = open(home / "server.log", "w")
-    env = {**os.environ, "SPROUT_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless=true", f"--server.port={port}",
-         "--server.address=127.0.0.1", "--browser.gatherUsageStats=false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    started = time.monotonic()
-    deadline = started + 60
-    while True:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"streamlit did not start: {(home / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield url, home, started
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with _serve(home) as (proc, url, started):
+        yield url, home, started, proc  # the last test of this module kills it
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +196,7 @@ def _earlier_run(home: Path) -> None:
 
 
 def test_drop_search_reload_download_try(server, browser, tmp_path):
-    url, home, started = server
+    url, home, started, _ = server
     folder = _image_tree(tmp_path / "clothes")
     _earlier_run(home)
     page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
@@ -331,4 +344,84 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.get_by_role("link", name="How it works").click()
     page.get_by_text("Grow, don't restart").wait_for()
     _shot(page, "09_how_it_works")
+    page.close()
+
+
+def _records(trials: Path) -> list[dict]:
+    """The trial records written in full (a line being appended has no newline yet)."""
+    lines = trials.read_text().split("\n")[:-1] if trials.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` still runs (an ended process not yet reaped by init does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _wait_in(page, check, timeout_s: float, what: str) -> None:
+    t0 = time.monotonic()
+    while not check():
+        assert time.monotonic() - t0 < timeout_s, f"waited {timeout_s:g} s in vain for {what}"
+        _no_failure(page)
+        page.wait_for_timeout(300)
+
+
+def test_a_killed_server_restarts_and_its_search_resumes(server, browser):
+    """Issue #15: the server is SIGKILLed while a search started from the app trains. The search's
+    process leaves by itself (it watches its parent); a new server on the same SPROUT_HOME, at the
+    address the tab had, lists the run as interrupted and shows it with Resume, and Resume goes on
+    from the last finished network: the ids go on and the kept networks are not trained again.
+    The last test of this module: it kills the module's server (one server start less)."""
+    url, home, _, proc = server
+    if not (home / "runs" / EARLIER_RUN).exists():  # run alone: a second run, so the page lists runs
+        _earlier_run(home)
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.set_default_timeout(120_000)  # a fresh server on busy cores (CI runs other tests beside it)
+    page.goto(f"{url}/search?data=sample&size=8")  # the digits at 8x8, one epoch a network
+    page.get_by_text("Advanced settings").click()
+    page.get_by_role("spinbutton", name="Most epochs per network").fill("1")
+    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
+    budget.fill("600")  # Stop ends it, not the budget
+    budget.press("Tab")
+    page.wait_for_timeout(500)
+    page.get_by_role("button", name="Start the search").click()
+    page.wait_for_url("**run=*")
+    address = urllib.parse.urlsplit(page.url)
+    run_id = urllib.parse.parse_qs(address.query)["run"][0]
+    trials = home / "runs" / run_id / "trials.jsonl"
+    _wait_in(page, lambda: len(_records(trials)) >= 1, 180, "a first network")
+    worker = json.loads((trials.parent / "state.json").read_text())["pid"]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    t0 = time.monotonic()
+    while _running(worker):
+        assert time.monotonic() - t0 < 10, "the search's process outlived its server by 10 s"
+        time.sleep(0.1)
+    kept_lines = trials.read_text().split("\n")[:len(_records(trials))]
+    kept = _records(trials)
+
+    with _serve(home) as (_, url, _):
+        page.goto(f"{url}{address.path}?{address.query}")  # the tab's address, on the new server
+        page.get_by_role("button", name="Resume").wait_for()
+        assert page.get_by_role("heading", name=re.compile("Interrupted")).count()
+        assert page.get_by_text("The search was interrupted before it finished").count()
+        assert any("sample digits · bayesian · interrupted" in label for label in _run_labels(page, "Search run"))
+        _no_exception(page)
+        page.get_by_role("button", name="Resume").click()
+        page.get_by_role("button", name="Stop").wait_for()
+        # the network lost with the server, trained again: its id follows the kept ones
+        _wait_in(page, lambda: len(_records(trials)) > len(kept), 180, "one more network")
+        page.get_by_role("button", name="Stop").click()
+        page.get_by_role("heading", name=re.compile("Stopped")).wait_for()
+        _no_exception(page)
+    records = _records(trials)
+    ids = [r["id"] for r in records]
+    assert ids == [str(i) for i in range(len(ids))] and len(ids) > len(kept) >= 1, ids
+    assert trials.read_text().split("\n")[:len(kept)] == kept_lines, "the kept networks' records were rewritten"
+    assert [r["finished_s"] for r in records[:len(kept)]] == [r["finished_s"] for r in kept]
+    assert all(r["finished_s"] is not None for r in records)
     page.close()

@@ -231,7 +231,9 @@ class Registry:
             raise SproutError(f"there is no run named {run_id!r}")
         key = _disk_key(run_dir)
         cached = self._disk_cache.get(run_id)
-        if cached is None or cached[0] != key:
+        # "running" comes from another process that was alive at the last read: its end (a kill)
+        # changes no file, so it is checked again on every read
+        if cached is None or cached[0] != key or cached[1]["status"] == RunStatus.RUNNING:
             cached = (key, snapshot_from_disk(run_dir, run_id))
             self._disk_cache[run_id] = cached
         return copy.deepcopy(cached[1])

@@ -201,7 +201,21 @@ def _process_alive(state: dict) -> bool:
         return True
     except OSError:
         return False
-    return True
+    return not _ended_unreaped(pid)
+
+
+def _ended_unreaped(pid: int) -> bool:
+    """Whether ``pid`` has ended but is not yet reaped (a zombie: state Z or X in /proc/PID/stat).
+
+    A worker whose server was killed is adopted by init; until init reaps it (seconds in some
+    containers, never under an init that does not reap) signal 0 still finds it, and the run
+    would be listed as running, without Resume. Without /proc (not Linux): False."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # the command name, in parentheses, may itself hold spaces or parentheses: the state follows the last ")"
+    return stat.rpartition(")")[2].split()[:1] in (["Z"], ["X"])
 
 
 def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
