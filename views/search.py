@@ -107,9 +107,10 @@ def start_form() -> None:
 def start_button() -> bool:
     """The Start button, as the submit button of a form that holds nothing else: Streamlit's page
     draws a form's submit button with its own code, while a plain st.button waits for the browser to
-    fetch the button's code after that of every input above it (issue #20: 1.7 s against 1.3 s
-    from the page's load event to a visible Start on busy cores). The inputs stay outside the form,
-    so each change still reruns the page (the weights field appears when its start is chosen)."""
+    fetch the button's code after that of every input above it (issue #20: 1.7 s against 0.8 s from
+    the page's load event to a visible Start on busy cores, bench/results/app_latency.md). The inputs
+    stay outside the form, so each change still reruns the page (the weights field appears when its
+    start is chosen)."""
     with st.form("start_form", border=False):
         return st.form_submit_button("Start the search", type="primary", icon=":material/play_arrow:", key="start")
 
