@@ -169,11 +169,24 @@ def test_start_is_there_while_tensorflow_still_loads(monkeypatch):
     at.run()
     assert not at.exception, at.exception
     assert at.button(key="start").label == "Start the search"
+    # a form's submit button: the page draws it with its own code, where a plain button waits for the
+    # browser to fetch the code of every input above it (issue #20; bench/start_time.py)
+    assert at.button(key="start").proto.is_form_submitter
     assert "Runs on: checking this computer…" in _texts(at)
     loading.device = "CPU (7 test cores)"
     loading.done.set()
     at.run()
     assert "Runs on: **CPU (7 test cores)**" in _texts(at)
+
+
+def test_search_page_says_when_the_chosen_images_are_gone():
+    """The form is drawn before the data is read (views.search.start_form): unusable data replaces it."""
+    at = _app(data="20990101-000000-abcdef")  # an upload folder that is not on this server
+    at.switch_page(PAGES["search"])
+    at.run()
+    assert not at.exception, at.exception
+    assert at.error and "no longer on this server" in at.error[0].value, _texts(at)
+    assert "start" not in [b.key for b in at.button], "the form stays when its data is unusable"
 
 
 def test_the_server_freezes_what_its_warm_up_loaded():
