@@ -168,7 +168,8 @@ def encode(arch: Any) -> Encoding:
     skips_t = tuple(sorted(skips))
     key = hashlib.blake2b(repr((layers, skips_t)).encode(), digest_size=12).hexdigest()
     carries = np.array([kind in WEIGHTED_KINDS for kind, _ in layers], dtype=bool)
-    count = np.cumsum(carries)  # main-chain index -> weight-carrying layers up to it
+    ends = max((u + s for u, s, _ in skips_t), default=0) + 1  # (skips given without their layers too)
+    count = np.cumsum(np.pad(carries, (0, max(0, ends - len(carries)))))  # index -> weighted layers up to it
     wskips = tuple(sorted((int(count[u]), int(count[u + s] - count[u]), t) for u, s, t in skips_t))
     return Encoding(tokens, skips_t, key, Encoding(tokens[carries], wskips, key))
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 #: The extra standard deviation (accuracy units) of a truncated trial's score, per missing share
-#: of its planned epochs: a trial cut after 1 of 4 epochs scores up to a few points below what the
-#: same network would reach (bench/results/trace-600s.md).
+#: of its planned epochs. A first guess, not fitted: about the epoch-to-epoch jump of a trial's
+#: validation accuracy under a cosine rate (2.6-2.8 points, bench/results/levers.md).
 TRUNCATED_STD = 0.03
 
 CHOICES: dict[str, tuple[str, ...]] = {
