@@ -22,7 +22,7 @@ import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +73,25 @@ class Trial:
     id: str
     architecture: object
     score: float | None
+    record: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the synthetic trials are observed beyond the noise (issue 14's levers 5 and 6).
+
+    ``truncated_share``: the chance that a grown network's trial is cut by the deadline after 1 of
+    its :data:`EPOCHS` epochs, which lowers its observed score by ``truncated_drop`` x the missing
+    share. ``epoch_gain``: what training longer adds to the observed score per doubling of the
+    epochs the weights trained in all (a child inherits its ancestors' epochs), so a search that
+    takes training for architecture is misled. Both 0: the landscape of simulate.md."""
+
+    truncated_share: float = 0.0
+    truncated_drop: float = 0.03
+    epoch_gain: float = 0.0
+
+
+EPOCHS = 3  # each synthetic trial's planned epochs
 
 
 def seed_arch():
@@ -106,14 +125,29 @@ def _number(text: str) -> int | float | str:
     return text
 
 
-def run_one(spec: str, seed: int, budget: int, threshold: float, time_cap_s: float) -> dict:
+def observe(arch, parent: Trial | None, training: Training, noise: np.random.Generator) -> Trial:
+    """The trial the searcher sees for ``arch`` grown from ``parent`` (None: the seed), with its
+    record (epochs, planned epochs, cut or not, parent)."""
+    cut = parent is not None and training.truncated_share > 0 and noise.random() < training.truncated_share
+    epochs = 1 if cut else EPOCHS
+    total = epochs + (parent.record["total_epochs"] if parent is not None else 0)
+    value = true_accuracy(arch) + noise.normal(0, NOISE)
+    value += training.epoch_gain * (math.log2(1 + total) - math.log2(1 + EPOCHS))
+    value -= training.truncated_drop * (1 - epochs / EPOCHS) if cut else 0.0
+    record = {"parent_id": None if parent is None else parent.id, "epochs": epochs, "max_epochs": EPOCHS,
+              "truncated": cut, "total_epochs": total}
+    return Trial(str(arch.id), arch, value, record)
+
+
+def run_one(spec: str, seed: int, budget: int, threshold: float, time_cap_s: float,
+            training: Training = Training()) -> dict:
     """One search: proposals until the threshold is reached (or the budget is spent)."""
     name, _, opts = spec.partition(":")
     params = {key: _number(value) for key, _, value in (item.partition("=") for item in filter(None, opts.split(",")))}
     searcher = make_searcher(name, seed=seed, **params)
     noise = np.random.default_rng(10_000 + seed)
     base = seed_arch()
-    history = [Trial("0", base, true_accuracy(base) + noise.normal(0, NOISE))]
+    history = [observe(base, None, training, noise)]
     searcher.observe(history[0])
     reached, seconds = None, []
     for k in range(1, budget + 1):
@@ -126,7 +160,7 @@ def run_one(spec: str, seed: int, budget: int, threshold: float, time_cap_s: flo
         arch = proposal.architecture.copy()
         arch.id = str(k)
         value = true_accuracy(arch)
-        trial = Trial(arch.id, arch, value + noise.normal(0, NOISE))
+        trial = observe(arch, next(t for t in history if t.id == str(proposal.ancestor_id)), training, noise)
         history.append(trial)
         searcher.observe(trial)
         if value >= threshold:
@@ -197,6 +231,9 @@ def report(results: list[dict], specs: list[str], args, threshold: float, best_s
         f"({args.first_seed}..{args.first_seed + args.seeds - 1}); a run that "
         f"never reaches the value counts as {args.budget + 1}. Bayesian time cap per proposal: "
         f"{'none' if args.time_cap is None else f'{args.time_cap} s'}.",
+        *([f"Trials: a grown network's trial is cut after 1 of {EPOCHS} epochs with chance {args.truncated_share} "
+           f"(observed 0.03 x the missing share lower); training longer adds {args.epoch_gain} per doubling of the "
+           "cumulative epochs to the observed score."] if args.truncated_share or args.epoch_gain else []),
         "",
         "| searcher | mean proposals ± s.e. | median | reached (of seeds) | mean best value "
         "| s per proposal (median) |",
@@ -245,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                              "depend on the machine's speed)")
     parser.add_argument("--searchers", default="bayesian,random,bfs",
                         help="comma-separated specs; options as name:key=value;key=value")
+    parser.add_argument("--truncated-share", type=float, default=0.0,
+                        help="chance that a grown network's trial is cut after 1 of its 3 epochs (lever 5)")
+    parser.add_argument("--epoch-gain", type=float, default=0.0,
+                        help="observed score gained per doubling of a network's cumulative epochs (lever 6)")
     parser.add_argument("--no-check", action="store_true", help="skip the embedding check")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "simulate.md"))
     args = parser.parse_args(argv)
@@ -252,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     threshold, best_seen = top_percent_value(args.samples, args.depth)
     print(f"top-1% value {threshold:.4f} (best sampled {best_seen:.4f})", file=sys.stderr)
-    jobs = [(spec, seed, args.budget, threshold, args.time_cap)
+    training = Training(truncated_share=args.truncated_share, epoch_gain=args.epoch_gain)
+    jobs = [(spec, seed, args.budget, threshold, args.time_cap, training)
             for seed in range(args.first_seed, args.first_seed + args.seeds)
             for spec in specs]
     results = []

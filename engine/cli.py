@@ -67,7 +67,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise SproutError("the search needs a time budget: --budget SECONDS")
     config = SearchConfig(budget_s=args.budget, searcher=args.searcher, seed=args.seed,
                           image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials,
-                          recipe=args.recipe, pretrained=args.pretrained)
+                          recipe=args.recipe, pretrained=args.pretrained,
+                          levers={k: v for d in args.search_option or [] for k, v in d.items()} or None)
     stop = threading.Event()
 
     def on_signal(signum, frame):  # first Ctrl-C / SIGTERM: finish the batch, save the best model
@@ -244,6 +245,15 @@ def _recipe(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _search_option(text: str) -> dict:
+    from engine.nas.levers import parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="Sprout's search engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -272,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", type=_recipe, default=None, metavar="KEY=VALUE,...",
                    help="override the training recipe chosen from the data, e.g. flip=false,shift=0 "
                         "(keys: shift, flip, batch_size, schedule, seed_epochs, child_epochs, final_epochs)")
+    p.add_argument("--search-option", type=_search_option, action="append", metavar="KEY=VALUE",
+                   help="switch one of the search's levers (issue 14), e.g. score=kept or distance=weighted; "
+                        "repeatable (engine/nas/levers.py lists them)")
     p.add_argument("--max-trials", type=_positive_int, default=None,
                    help="stop proposing after this many trials (default: the budget decides)")
     p.add_argument("--pretrained", default="auto", metavar="auto|none|PATH",

@@ -216,6 +216,10 @@ def test_targeted_wider_through_add_and_concat(trained, batch, seed_output):
     for name, child in children.items():
         out = np.asarray(build_model(child)(batch, training=False))
         assert np.abs(out - seed_output).max() <= TOLERANCE, name
+    for name, ops in cases.items():  # issue 14, lever 4b: the copies share the outgoing weights instead
+        child = morphism.apply(trained, ops[:-1] + [{**ops[-1], "split": True}])
+        out = np.asarray(build_model(child)(batch, training=False))
+        assert np.abs(out - seed_output).max() <= TOLERANCE, f"{name}, split"
     keras.backend.clear_session()
 
 

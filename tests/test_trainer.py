@@ -17,6 +17,7 @@ from engine.nas.architecture import init_weights, seed_architecture
 from engine.training.model import build_model
 from engine.training.device import device_name
 from engine.training.evaluation import evaluate, predict
+from engine.training.scoring import kept_score
 from engine.training.trainer import NAN_ERROR, TrainConfig, train
 from tests.digits import digits_8px, digits_16px
 
@@ -80,6 +81,8 @@ def test_seed_learns_digits_with_one_history_entry_and_callback_per_epoch():
     report = evaluate(build_model(trained), xv, yv, CLASSES)
     best = int(np.argmin(result.history["val_loss"]))
     assert report["accuracy"] == pytest.approx(result.history["val_accuracy"][best], abs=0.005)
+    # what score="kept" (issue 14, lever 3) reports is the accuracy of these weights
+    assert kept_score(result.history, finished=True) == pytest.approx(report["accuracy"], abs=0.005)
     assert report["n"] == len(yv) and sum(map(sum, report["confusion"])) == len(yv)
 
 

@@ -22,10 +22,12 @@ import numpy as np
 from engine.nas.distance import encode
 from engine.nas.gp import blas_single_thread
 from engine.nas.morphism import random_morph
-from engine.nas.proposals import Proposal, explain_bayesian, explain_fallback
+from engine.nas.proposals import Proposal, explain_bayesian, explain_cost, explain_fallback
 
 DEFAULT_BETA = 2.576  # DESIGN §5: UCB's usual 99% quantile
 SEARCH_BETA = 1.5  # what the search uses: less exploration won in bench/results/simulate.md
+COST_EXPONENT = 0.7  # training time grows as flops ** 0.7 (engine.search.budget.CostModel)
+COLLECT_TRIES = 4  # expand="children": random morphs tried per child wanted
 
 
 class ScoreModel(Protocol):
@@ -49,6 +51,26 @@ class _Node:
     mean: float | None = None
     std: float | None = None
     steps: int = 0  # morphisms from the trained ancestor
+    cost: float = 1.0  # predicted training time relative to the best trained network's
+
+
+def _predict(model: Any, children: Sequence[Any], encodings: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The model's (mean, std) for new children: through ``predict_children`` where the model needs
+    to know their trained ancestors (:class:`engine.nas.lineage.LineageModel`)."""
+    if hasattr(model, "predict_children"):
+        return model.predict_children(children, encodings)
+    return model.predict(encodings)
+
+
+def relative_cost(arch: Any, reference_flops: float) -> float:
+    """Predicted training time of ``arch`` relative to a network of ``reference_flops``."""
+    return (max(float(arch.flops()), 1.0) / max(float(reference_flops), 1.0)) ** COST_EXPONENT
+
+
+def gain_per_cost(ucb_value: float, incumbent: float, cost: float) -> float:
+    """Lever 8's acquisition: the optimistic gain over the best score per unit of training time
+    (0 when the bound does not beat it)."""
+    return max(0.0, float(ucb_value) - float(incumbent)) / max(float(cost), 1e-9)
 
 
 def optimize_acquisition(
@@ -66,6 +88,8 @@ def optimize_acquisition(
     stop: threading.Event | None = None,
     exclude: Sequence[Any] = (),
     morph: Callable | None = None,
+    expand: str = "attempts",
+    cost: str = "ucb",
 ) -> Proposal | None:
     """Maximise UCB over morphisms of the trained architectures by simulated annealing.
 
@@ -83,7 +107,14 @@ def optimize_acquisition(
     uncertainty, hence UCB, keeps growing, and without a bound the annealing dives dozens of
     morphisms deep into networks nobody can judge.
 
-    Returns the best-UCB candidate found as a :class:`Proposal`; if none was found, a fresh
+    Levers (issue 14, :mod:`engine.nas.levers`): ``expand="children"`` collects ``max_children``
+    new children per expansion (up to :data:`COLLECT_TRIES` times as many morphs) and first expands
+    every trained network once, best first, so more roots than the top few get children;
+    ``cost="gain_per_time"`` proposes the candidate with the best :func:`gain_per_cost` (training
+    time from flops, relative to the best trained network), the best UCB when none beats the best
+    score.
+
+    Returns the best candidate found as a :class:`Proposal`; if none was found, a fresh
     random morph of the best trained network; ``None`` when not even that gives anything new.
     """
     if not trained:
@@ -107,23 +138,48 @@ def optimize_acquisition(
 
     best: _Node | None = None
     best_acq = -math.inf
+    scored: list[_Node] = []
+    tries = max_children * (COLLECT_TRIES if expand == "children" else 1)
+    incumbent_arch, incumbent = max(trained, key=lambda pair: pair[1])
+    reference = float(incumbent_arch.flops()) if cost == "gain_per_time" else 1.0
+
+    def grow(node: _Node) -> None:
+        nonlocal best, best_acq
+        children, encodings = _expand(node.arch, rng, limits, max_children, morph, seen_fp, seen_dk, must_stop,
+                                      tries)
+        if not children:
+            return
+        mean, std = _predict(model, children, encodings)
+        for child, m, s, u in zip(children, mean, std, ucb(mean, std, beta)):
+            child_node = _Node(child, float(u), float(m), float(s), node.steps + 1)
+            if cost == "gain_per_time":
+                child_node.cost = relative_cost(child, reference)
+            scored.append(child_node)
+            if child_node.steps < max_steps:  # a leaf can win, but is never expanded
+                heapq.heappush(heap, (-float(u), next(counter), child_node))
+            if u > best_acq:
+                best, best_acq = child_node, float(u)
+
     temperature = float(t0)
     with blas_single_thread():
+        if expand == "children":  # every trained network gets children, not only the top few
+            for _, _, root in sorted(heap):
+                if must_stop():
+                    break
+                grow(root)
         while heap and temperature >= t_low and not must_stop():
             _, _, node = heapq.heappop(heap)
             if rng.random() < _accept(node.key, best_acq, temperature):
-                children, encodings = _expand(node.arch, rng, limits, max_children, morph, seen_fp, seen_dk, must_stop)
-                if children:
-                    mean, std = model.predict(encodings)
-                    scores = ucb(mean, std, beta)
-                    for child, m, s, u in zip(children, mean, std, scores):
-                        child_node = _Node(child, float(u), float(m), float(s), node.steps + 1)
-                        if child_node.steps < max_steps:  # a leaf can win, but is never expanded
-                            heapq.heappush(heap, (-float(u), next(counter), child_node))
-                        if u > best_acq:
-                            best, best_acq = child_node, float(u)
+                grow(node)
             temperature *= decay
 
+    if best is not None and cost == "gain_per_time":
+        rate = max(scored, key=lambda n: gain_per_cost(n.key, incumbent, n.cost))
+        if gain_per_cost(rate.key, incumbent, rate.cost) > 0:
+            arch = rate.arch
+            return Proposal(arch, str(arch.parent_id), list(arch.operations), rate.mean, rate.std, rate.key,
+                            "bayesian", explain_cost(arch.parent_id, arch.operations, rate.mean, rate.std, rate.key,
+                                                     rate.key - incumbent, rate.cost))
     if best is not None:
         arch = best.arch
         return Proposal(arch, str(arch.parent_id), list(arch.operations), best.mean, best.std, best_acq,
@@ -137,12 +193,13 @@ def _accept(value: float, best: float, temperature: float) -> float:
 
 
 def _expand(arch: Any, rng: np.random.Generator, limits: Any, max_children: int, morph: Callable,
-            seen_fp: set, seen_dk: set, must_stop: Callable[[], bool]) -> tuple[list[Any], list[Any]]:
-    """Up to ``max_children`` new random morphs of ``arch`` and their encodings (new ones
-    are added to the seen sets)."""
+            seen_fp: set, seen_dk: set, must_stop: Callable[[], bool],
+            tries: int | None = None) -> tuple[list[Any], list[Any]]:
+    """Up to ``max_children`` new random morphs of ``arch`` out of ``tries`` (default
+    ``max_children``) attempts, and their encodings (new ones are added to the seen sets)."""
     children, encodings = [], []
-    for _ in range(max_children):
-        if must_stop():
+    for _ in range(max_children if tries is None else tries):
+        if must_stop() or len(children) >= max_children:
             break
         child = morph(arch, rng, limits)
         if child is None:

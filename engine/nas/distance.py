@@ -32,6 +32,10 @@ LAYER_ATTRS: dict[str, tuple[str, ...]] = {
     "dense": ("units",),
     "dropout": ("rate",),
 }
+#: The layers that carry weights: with ``layers="weighted"`` only these count in D_l (issue 14,
+#: lever 1), so a deeper step (conv + BN + ReLU) costs 1, not 3, against 0.17 for doubling a width.
+WEIGHTED_KINDS = ("conv", "dense")
+LAYER_VIEWS = ("all", "weighted")
 _KIND_CODES: dict[str, int] = {}
 _SKIP_TYPES = {"add": 0, "concat": 1}
 
@@ -125,12 +129,23 @@ class Encoding:
 
     ``tokens[i]`` identifies main-chain layer i by kind and attributes (see
     :class:`_Vocabulary`), ``skips`` is the sorted tuple of (start, span, type code) and
-    ``key`` a hash of both, equal exactly when the edit distance is 0.
+    ``key`` a hash of both, equal exactly when the edit distance is 0. ``weighted`` is the
+    same architecture seen through its weight-carrying layers alone (:data:`WEIGHTED_KINDS`;
+    skip indices count those layers), for ``layers="weighted"``; its key is the full one.
     """
 
     tokens: np.ndarray
     skips: tuple[tuple[int, int, int], ...]
     key: str = field(default="")
+    weighted: "Encoding | None" = field(default=None, compare=False, repr=False)
+
+    def view(self, layers: str) -> "Encoding":
+        """The encoding the distance compares for ``layers`` ("all" or "weighted")."""
+        if layers == "all":
+            return self
+        if layers != "weighted":
+            raise ValueError(f"layers should be one of {', '.join(LAYER_VIEWS)}; received {layers!r}")
+        return self.weighted if self.weighted is not None else self
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -152,7 +167,11 @@ def encode(arch: Any) -> Encoding:
         skips.append((int(start), int(end - start), _SKIP_TYPES[kind]))
     skips_t = tuple(sorted(skips))
     key = hashlib.blake2b(repr((layers, skips_t)).encode(), digest_size=12).hexdigest()
-    return Encoding(tokens, skips_t, key)
+    carries = np.array([kind in WEIGHTED_KINDS for kind, _ in layers], dtype=bool)
+    ends = max((u + s for u, s, _ in skips_t), default=0) + 1  # (skips given without their layers too)
+    count = np.cumsum(np.pad(carries, (0, max(0, ends - len(carries)))))  # index -> weighted layers up to it
+    wskips = tuple(sorted((int(count[u]), int(count[u + s] - count[u]), t) for u, s, t in skips_t))
+    return Encoding(tokens, skips_t, key, Encoding(tokens[carries], wskips, key))
 
 
 def distance_key(arch: Any) -> str:
@@ -281,8 +300,11 @@ def skip_distances(rows: Sequence[Encoding], cols: Sequence[Encoding]) -> np.nda
     return out
 
 
-def encoded_distances(rows: Sequence[Encoding], cols: Sequence[Encoding], lam: float = 1.0) -> np.ndarray:
-    """d = D_l + lam * D_s for every pair of encodings, shape (len(rows), len(cols))."""
+def encoded_distances(rows: Sequence[Encoding], cols: Sequence[Encoding], lam: float = 1.0,
+                      layers: str = "all") -> np.ndarray:
+    """d = D_l + lam * D_s for every pair of encodings, shape (len(rows), len(cols)), over
+    ``layers``: "all" main-chain layers or the "weighted" ones (see :meth:`Encoding.view`)."""
+    rows, cols = [e.view(layers) for e in rows], [e.view(layers) for e in cols]
     return layer_sequence_distances(rows, cols) + lam * skip_distances(rows, cols)
 
 
@@ -315,10 +337,14 @@ class DistanceCache:
     """A growing distance matrix over architectures, keyed by :func:`arch_key`.
 
     ``add`` computes one new row (against everything already cached), never the rest.
+    ``layers``: which main-chain layers count (see :func:`encoded_distances`).
     """
 
-    def __init__(self, lam: float = 1.0) -> None:
+    def __init__(self, lam: float = 1.0, layers: str = "all") -> None:
+        if layers not in LAYER_VIEWS:
+            raise ValueError(f"layers should be one of {', '.join(LAYER_VIEWS)}; received {layers!r}")
         self.lam = float(lam)
+        self.layers = layers
         self.keys: list[str] = []
         self._index: dict[str, int] = {}
         self._encodings: list[Encoding] = []
@@ -337,7 +363,7 @@ class DistanceCache:
         if key in self._index:
             return key
         enc = encode(arch)
-        row = encoded_distances([enc], self._encodings, self.lam)[0] if self.keys else np.zeros(0)
+        row = encoded_distances([enc], self._encodings, self.lam, self.layers)[0] if self.keys else np.zeros(0)
         n = len(self.keys)
         grown = np.zeros((n + 1, n + 1))
         grown[:n, :n] = self._matrix
@@ -371,4 +397,4 @@ class DistanceCache:
         idx = np.arange(len(self.keys)) if keys is None else self.indices(keys)
         cols = [self._encodings[i] for i in idx]
         rows = [encode(c) for c in candidates]
-        return encoded_distances(rows, cols, self.lam)
+        return encoded_distances(rows, cols, self.lam, self.layers)

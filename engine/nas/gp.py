@@ -87,11 +87,13 @@ class GaussianProcess:
         self.min_y_std = min_y_std
 
     # ----------------------------------------------------------------- likelihood
-    def _neg_lml(self, theta: np.ndarray, d2: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log marginal likelihood and its gradient in (kernel theta..., log noise)."""
+    def _neg_lml(self, theta: np.ndarray, d2: np.ndarray, y: np.ndarray,
+                 extra: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """Negative log marginal likelihood and its gradient in (kernel theta..., log noise);
+        ``extra``: fixed noise variance added per point (standardised units)."""
         kernel, noise = self._kernel().with_theta(theta[:-1]), math.exp(theta[-1])
         k_kernel, k_grad = kernel.of_sq_dists(d2, eval_gradient=True)
-        k = k_kernel + noise * np.eye(len(y))
+        k = k_kernel + noise * np.eye(len(y)) + (0.0 if extra is None else np.diag(extra))
         try:
             low = np.linalg.cholesky(k)
         except np.linalg.LinAlgError:
@@ -114,7 +116,7 @@ class GaussianProcess:
         """The GP's kernel with the given length scale and the GP's bounds on it."""
         return RBF(length_scale, self.length_scale_bounds)
 
-    def _fit_hyper(self, d2: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    def _fit_hyper(self, d2: np.ndarray, y: np.ndarray, extra: np.ndarray | None = None) -> tuple[float, float]:
         lo_n, hi_n = self.noise_bounds
         scale = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
         starts_l = [self.length_scale] if self.length_scale else []
@@ -124,7 +126,7 @@ class GaussianProcess:
         for ell0 in starts_l:
             x0 = np.clip([*self._kernel(ell0).theta, math.log(self.noise)],
                          [b[0] for b in bounds], [b[1] for b in bounds])
-            res = minimize(self._neg_lml, x0, args=(d2, y), jac=True, method="L-BFGS-B",
+            res = minimize(self._neg_lml, x0, args=(d2, y, extra), jac=True, method="L-BFGS-B",
                            bounds=bounds, options={"maxiter": 50})
             if res.fun < best[0]:
                 best = (float(res.fun), res.x)
@@ -134,8 +136,10 @@ class GaussianProcess:
         return math.exp(best[1][0]), math.exp(best[1][1])
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "GaussianProcess":
-        """Fit on rows of X (n, k) with targets y (n,); returns self."""
+    def fit(self, X: np.ndarray, y: np.ndarray, noise: np.ndarray | None = None) -> "GaussianProcess":
+        """Fit on rows of X (n, k) with targets y (n,); ``noise`` (n,), when given, is extra
+        noise variance per point in the units of y (a less trustworthy observation, e.g. a
+        trial cut short), on top of the fitted noise common to all; returns self."""
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.float64).ravel()
         if X.ndim != 2 or X.shape[0] != y.shape[0]:
@@ -148,15 +152,21 @@ class GaussianProcess:
         std = float(y.std()) if n > 1 else 0.0
         self.y_std_ = std if std > self.min_y_std else float(self.prior_std)
         ys = (y - self.y_mean_) / self.y_std_
+        extra = None
+        if noise is not None:
+            extra = np.asarray(noise, dtype=np.float64).ravel()
+            if extra.shape != y.shape or not np.all(np.isfinite(extra)) or np.any(extra < 0):
+                raise ValueError(f"expected one finite noise variance >= 0 per target ({n}); received {extra}")
+            extra = extra / self.y_std_ ** 2
         d2 = sq_dists(X, X) if n else np.zeros((0, 0))
         with blas_single_thread():
             if self.optimize and n >= 2:
-                self.length_scale_, self.noise_ = self._fit_hyper(d2, ys)
+                self.length_scale_, self.noise_ = self._fit_hyper(d2, ys, extra)
             else:
                 median = math.sqrt(float(np.median(d2[d2 > 0]))) if np.any(d2 > 0) else 1.0
                 self.length_scale_, self.noise_ = float(self.length_scale or median), float(self.noise)
             self.kernel_ = self._kernel(self.length_scale_)
-            k = self.kernel_.of_sq_dists(d2) + self.noise_ * np.eye(n)
+            k = self.kernel_.of_sq_dists(d2) + self.noise_ * np.eye(n) + (0.0 if extra is None else np.diag(extra))
             self.L_, self.jitter_ = cholesky_jitter(k)
         self.alpha_ = cho_solve((self.L_, True), ys) if n else np.zeros(0)
         self.log_marginal_likelihood_ = (
@@ -200,7 +210,12 @@ class ArchitectureGP:
         self.embedding = embedding
         self.gp_params = gp_params
 
-    def fit(self, archs: Sequence[Any], scores: Sequence[float]) -> "ArchitectureGP":
+    def fit(self, archs: Sequence[Any], scores: Sequence[float], noise: Sequence[float] | None = None,
+            features: np.ndarray | None = None) -> "ArchitectureGP":
+        """Fit on trained architectures and their scores; ``noise``: extra noise variance per
+        point (see :meth:`GaussianProcess.fit`); ``features`` (n, f): further inputs appended to
+        the embedding's coordinates (e.g. how long the weights trained), which ``predict`` then
+        needs for every candidate too."""
         if len(archs) != len(scores):
             raise ValueError(f"expected one score per architecture; received {len(archs)} and {len(scores)}")
         self.keys_ = self.cache.add_many(archs)
@@ -208,26 +223,39 @@ class ArchitectureGP:
             raise ValueError("expected distinct trained architectures (ids); received duplicates")
         d = self.cache.matrix(self.keys_)
         self.embedding_ = make_embedding(self.embedding, self.seed).fit(d)
-        self.X_ = self.embedding_.transform(d) if len(d) else np.zeros((0, 0))
-        self.gp_ = GaussianProcess(**self.gp_params).fit(self.X_, np.asarray(scores, dtype=np.float64))
+        self.X_ = _with_features(self.embedding_.transform(d) if len(d) else np.zeros((0, 0)), features)
+        self.n_features_ = 0 if features is None else np.asarray(features).shape[1]
+        self.gp_ = GaussianProcess(**self.gp_params).fit(self.X_, np.asarray(scores, dtype=np.float64), noise)
         return self
 
     def distances(self, candidates: Sequence[Any]) -> np.ndarray:
         """Edit distances from candidates to the trained set, (len(candidates), n_trained)."""
         return self.cache.distances_to(candidates, self.keys_)
 
-    def predict_from_distances(self, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_from_distances(self, d: np.ndarray,
+                               features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self.n_features_ and (features is None or np.asarray(features).shape != (d.shape[0], self.n_features_)):
+            raise ValueError(f"expected {self.n_features_} features per candidate, as fitted; received "
+                             f"{None if features is None else np.asarray(features).shape}")
         if not self.keys_:
             m = d.shape[0]
             return self.gp_.predict(np.zeros((m, 0)))
-        return self.gp_.predict(self.embedding_.transform(d))
+        return self.gp_.predict(_with_features(self.embedding_.transform(d), features))
 
-    def predict(self, candidates: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, candidates: Sequence[Any], features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Posterior (mean, std) of the score of each candidate architecture (or its
-        :class:`engine.nas.distance.Encoding`)."""
+        :class:`engine.nas.distance.Encoding`); ``features`` as in :meth:`fit`."""
         if not candidates:
             return np.zeros(0), np.zeros(0)
-        return self.predict_from_distances(self.distances(candidates))
+        return self.predict_from_distances(self.distances(candidates), features)
+
+
+def _with_features(x: np.ndarray, features: np.ndarray | None) -> np.ndarray:
+    """Embedding coordinates with further input columns appended (unchanged without)."""
+    if features is None:
+        return x
+    features = np.asarray(features, dtype=np.float64).reshape(len(x), -1)
+    return np.hstack([x, features])
 
 
 __all__ = ["GaussianProcess", "ArchitectureGP", "cholesky_jitter", "blas_single_thread"]

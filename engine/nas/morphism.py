@@ -83,10 +83,13 @@ def deeper(arch: Architecture, rng: np.random.Generator, limits: Limits | None =
     return None
 
 
-def wider(arch: Architecture, rng: np.random.Generator, limits: Limits | None = None) -> Architecture | None:
+def wider(arch: Architecture, rng: np.random.Generator, limits: Limits | None = None,
+          outgoing: str = "zero") -> Architecture | None:
     """Add channels to a conv or hidden dense layer and to everything tied to it (its
     channel group, through adds and concats): new channels copy random existing ones (plus
-    tiny noise), consumers read them with zero weights."""
+    tiny noise); consumers read them with zero weights (``outgoing="zero"``) or share the
+    copied channel's weights with it (``"split"``, Net2Net: the new channels learn from the
+    first step). Layers whose widening the edit distance cannot see are never chosen."""
     limits = limits or Limits()
     net = Net(arch)
     params = measure(arch, net.shapes)[0]
@@ -99,6 +102,10 @@ def wider(arch: Architecture, rng: np.random.Generator, limits: Limits | None = 
         try:
             plan = wider_plan(net, groups, layer.id, [0])
         except NotApplicable:
+            continue
+        if not any(net.by_id[lid].role == "main" for lid in plan["out"]):
+            # e.g. a concat skip's 1x1 projection: the child is at edit distance 0 from its
+            # parent, always dropped as a duplicate, so the attempt would be wasted (issue 14, lever 2)
             continue
         # parameters per added channel, a lower bound: new output columns, new input rows, BN
         per_channel = 4 * len(plan["bn"])
@@ -115,6 +122,8 @@ def wider(arch: Architecture, rng: np.random.Generator, limits: Limits | None = 
             op = {"op": "wider", "layer": layer.id, "kind": layer.kind, "add": int(add),
                   "sources": [int(j) for j in rng.choice(width, add, replace=False)],
                   "noise_seed": int(rng.integers(2**31))}
+            if outgoing == "split":
+                op["split"] = True
             child = _attempt(arch, op, limits, net)
             if child is not None:
                 return child
@@ -174,10 +183,15 @@ def concat_skip(arch: Architecture, rng: np.random.Generator, limits: Limits | N
 MORPHISMS = {"deeper": deeper, "wider": wider, "add_skip": add_skip, "concat_skip": concat_skip}
 
 
-def random_morph(arch: Architecture, rng: np.random.Generator, limits: Limits | None = None) -> Architecture | None:
-    """A child by one morphism; the kinds are tried in random order until one applies."""
+def random_morph(arch: Architecture, rng: np.random.Generator, limits: Limits | None = None,
+                 wider_outgoing: str = "zero") -> Architecture | None:
+    """A child by one morphism; the kinds are tried in random order until one applies
+    (``wider_outgoing``: see :func:`wider`)."""
     for k in rng.permutation(len(KINDS)):
-        child = MORPHISMS[KINDS[k]](arch, rng, limits)
+        if KINDS[k] == "wider":
+            child = wider(arch, rng, limits, wider_outgoing)
+        else:
+            child = MORPHISMS[KINDS[k]](arch, rng, limits)
         if child is not None:
             return child
     return None

@@ -42,7 +42,8 @@ def _sentence(op: dict) -> str | None:
                 + (" + ReLU" if op.get("relu") else ""))
     if kind == "wider":
         unit = "filters" if op.get("kind", "conv") == "conv" else "units"
-        return f"widen {op.get('kind', 'layer')} {op['layer']} by {op['add']} {unit}"
+        return (f"widen {op.get('kind', 'layer')} {op['layer']} by {op['add']} {unit}"
+                + (" (sharing the copied ones' outgoing weights)" if op.get("split") else ""))
     if kind in ("add_skip", "concat_skip"):
         how = "sum" if kind == "add_skip" else "concat"
         return f"add skip ({how}) from layer {op['start']} to layer {op['end']}"

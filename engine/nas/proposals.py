@@ -73,6 +73,18 @@ def explain_bayesian(ancestor_id: Any, operations: Sequence[dict], mean: float, 
             f"(optimistic estimate {_pct(ucb)}), {path_text(ancestor_id, operations)}.")
 
 
+def explain_cost(ancestor_id: Any, operations: Sequence[dict], mean: float, sigma: float, ucb: float,
+                 gain: float, cost: float) -> str:
+    """Why the Bayesian searcher chose this path for its expected gain per second of training
+    (``cost``: its training time relative to the best network's); names a cheaper child as such."""
+    size = (f"about {1 / cost:.1f}x cheaper to train than the best network" if cost < 0.95 else
+            f"about {cost:.1f}x the best network's training time" if cost > 1.05 else
+            "about as costly to train as the best network")
+    return (f"Chosen for the most expected gain per second of training: the model predicts {_pct(mean)} ± "
+            f"{_pct(sigma)} accuracy (optimistic estimate {_pct(ucb)}, {100 * gain:.1f} points above the best "
+            f"so far), {size}, {path_text(ancestor_id, operations)}.")
+
+
 def explain_fallback(ancestor_id: Any, operations: Sequence[dict]) -> str:
     """Why a random change was proposed when the annealing found nothing new."""
     return (f"The search found nothing new worth trying, so this is a random change of the best network "

@@ -10,6 +10,7 @@ proposals. State for resume is JSON: ``state_dict()`` / ``load_state_dict()``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from typing import Any, Callable, Protocol, Sequence
@@ -20,6 +21,7 @@ from engine.errors import SproutError
 from engine.nas.acquisition import SEARCH_BETA, optimize_acquisition
 from engine.nas.distance import DistanceCache, distance_key
 from engine.nas.gp import ArchitectureGP
+from engine.nas.lineage import LineageModel, gp_data
 from engine.nas.morphism import random_morph
 from engine.nas.proposals import Proposal, explain_bfs, explain_random
 
@@ -186,7 +188,8 @@ class BayesianSearcher(Searcher):
     single trial (``prior_std``, in accuracy units). ``beta`` defaults to
     :data:`engine.nas.acquisition.SEARCH_BETA` (1.5), not DESIGN's 2.576: with the annealing search
     maximising UCB thoroughly, 2.576 over-explores (bench/results/simulate.md). With a time cap the proposal depends on
-    the machine's speed; without one, same seed and history give the same proposal.
+    the machine's speed; without one, same seed and history give the same proposal. ``distance``,
+    ``truncated``, ``lineage``, ``expand`` and ``cost`` are issue 14's levers (:mod:`engine.nas.levers`).
     """
 
     name = "bayesian"
@@ -194,25 +197,29 @@ class BayesianSearcher(Searcher):
     def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None,
                  beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
                  max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
-                 prior_std: float = 0.1, embedding: str = "landmark") -> None:
+                 prior_std: float = 0.1, embedding: str = "landmark", distance: str = "all", truncated: str = "same",
+                 lineage: str = "none", expand: str = "attempts", cost: str = "ucb") -> None:
         super().__init__(seed, limits, morph)
         self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,
-                           max_steps=max_steps)
+                           max_steps=max_steps, expand=expand, cost=cost)
         self.time_cap_s = time_cap_s
         self.prior_std = prior_std
         self.embedding = embedding
-        self.cache = DistanceCache(lam)
+        self.truncated, self.lineage = truncated, lineage
+        self.cache = DistanceCache(lam, layers=distance)
 
     def observe(self, trial: TrialLike) -> None:
         if trial.score is not None:
             self.cache.add(_trained_arch(trial))
 
     def fit_model(self, history: Sequence[TrialLike]):
-        """The GP fitted on the scored trials of ``history``."""
-        scored = _scored(history)
-        archs = [_trained_arch(t) for t in scored]
-        return ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
-            archs, [float(t.score) for t in scored])
+        """The GP fitted on the scored trials of ``history`` (under the truncation and lineage
+        levers: :mod:`engine.nas.lineage`)."""
+        data = gp_data(_scored(history), self.truncated, self.lineage)
+        archs = [_trained_arch(t) for t in data.trials]
+        gp = ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
+            archs, data.targets, data.noise, data.features)
+        return gp if self.truncated == "same" and self.lineage == "none" else LineageModel(gp, data)
 
     def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
         model = self.fit_model(history)
@@ -230,8 +237,11 @@ class BayesianSearcher(Searcher):
 SEARCHERS = {"bayesian": BayesianSearcher, "random": RandomSearcher, "bfs": BFSSearcher}
 
 
-def make_searcher(name: str, seed: int = 0, limits: Any = None, **params: Any) -> Searcher:
-    """A searcher by name ("bayesian", "random" or "bfs"); ``params`` go to its constructor."""
+def make_searcher(name: str, seed: int = 0, limits: Any = None, wider: str = "zero", **params: Any) -> Searcher:
+    """A searcher by name ("bayesian", "random" or "bfs"); ``params`` go to its constructor;
+    ``wider="split"`` makes its widened channels share their outgoing weights (lever 4b)."""
     if name not in SEARCHERS:
         raise SproutError(f"unknown searcher {name!r}; expected one of {', '.join(SEARCHERS)}")
+    if wider != "zero":
+        params["morph"] = functools.partial(random_morph, wider_outgoing=wider)
     return SEARCHERS[name](seed=seed, limits=limits, **params)

@@ -8,7 +8,8 @@ operation dict holds everything needed to redo them deterministically. Operation
 - ``{"op": "deeper", "after": id, "after_kind": kind, "part": "conv"|"dense", "kernel": 1|3|5
   (conv only), "relu": bool, "new_ids": [conv, bn(, relu)] | [dense(, relu)]}``
 - ``{"op": "wider", "layer": id, "kind": "conv"|"dense", "add": k, "sources": [k channel
-  indices], "noise_seed": int}``
+  indices], "noise_seed": int(, "split": true)}``: with ``split`` the consumers share each copied
+  channel's weights among its copies (Net2Net) instead of reading the new ones with zeros
 - ``{"op": "add_skip" | "concat_skip", "start": id, "end": id, "new_ids": [...]}``: new ids
   are the branch poolings, then the 1x1 conv and the add (add_skip) or the concat and the
   1x1 projection (concat_skip).
@@ -287,7 +288,10 @@ def _wider(net: Net, layers: list[Layer], op: dict):
             if lid in plan["in"]:
                 index, new = plan["in"][lid]
                 kernel = kernel[..., index, :]
-                kernel[..., new, :] = 0.0
+                if op.get("split"):  # each channel's copies share its outgoing weights: same sum
+                    kernel = kernel / np.bincount(index)[index][:, None].astype(np.float32)
+                else:
+                    kernel[..., new, :] = 0.0
             if lid in plan["out"]:
                 index, new = plan["out"][lid]
                 kernel, bias = kernel[..., index], bias[index]

@@ -23,6 +23,7 @@ class SearchConfig:
     batch_size: int | None = None      # None: the recipe's (chosen from the data and device)
     recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
     pretrained: str = "auto"           # "auto" | "none" | a weights file (engine.search.pretrained)
+    levers: dict | None = None         # issue 14's search options, e.g. {"score": "kept"} (engine.nas.levers)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +54,13 @@ class SearchConfig:
             from engine.training.trunk import check_weights_file
 
             check_weights_file(self.pretrained)
+        if self.levers:
+            from engine.nas.levers import Levers
+
+            try:
+                Levers.from_dict(self.levers)
+            except ValueError as exc:
+                raise SproutError(str(exc)) from None
         if self.recipe:
             from engine.training.recipe import check_overrides
 

@@ -41,6 +41,7 @@ import numpy as np
 
 from engine.errors import SproutError
 from engine.nas.architecture import Architecture, Limits, init_weights, seed_architecture
+from engine.nas.levers import Levers
 from engine.search.budget import CostModel, Timings, flops, now_iso
 from engine.search import plan
 from engine.search.config import SearchConfig
@@ -116,7 +117,8 @@ def _start(source, folder: RunFolder, config: SearchConfig, state: dict, clock: 
         from engine.training import trainer  # TensorFlow is imported here
         from engine.nas.searchers import make_searcher
     device = device_name()
-    searcher = make_searcher(config.searcher, seed=config.seed, limits=limits)
+    searcher = make_searcher(config.searcher, seed=config.seed, limits=limits,
+                             **Levers.from_dict(config.levers).searcher_params(config.searcher))
     rng = np.random.default_rng(config.seed)
     recipe = run_recipe(state, data, config, device, timings)
     pre = pretrained.begin(state, data, recipe, config.seed, events.say, timings)  # None: from scratch

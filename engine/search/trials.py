@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from engine.nas.architecture import Architecture
+from engine.nas.levers import Levers
 from engine.search.budget import flops
 from engine.nas.operations import describe_all
 from engine.search.context import RunContext
@@ -193,7 +194,7 @@ class TrialRunner:
         def on_batch(batch: int, n_batches: int) -> None:
             ctx.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
 
-        config = ctx.train_config(max_epochs)
+        config = ctx.train_config(max_epochs, score=Levers.from_dict(ctx.config.levers).score)
         t = time.monotonic()
         with ctx.watching(deadline, trial_stop, f"sprout-deadline-{trial_id}", deadline_hit):
             data = ctx.train_data
@@ -205,10 +206,12 @@ class TrialRunner:
 
         status, error = TrialStatus(result.status), result.error
         score = result.score
+        truncated = False
         if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit.is_set():
             if result.epochs >= 1 and score is not None:
                 # cut short by the time budget after whole epochs: a shorter trial, not a broken one
                 status = TrialStatus.OK
+                truncated = result.epochs < max_epochs  # the searcher may trust its score less (lever 5)
             else:
                 error = "the time budget ran out before the first epoch ended"
         elif status == TrialStatus.STOPPED and ctx.stop.is_set():
@@ -223,7 +226,8 @@ class TrialRunner:
                               out_of_memory=bool(getattr(result, "out_of_memory", False)),
                               val_accuracy=None if score is None else float(score),
                               history={k: [float(v) for v in vs] for k, vs in (result.history or {}).items()},
-                              epochs=int(result.epochs), max_epochs=max_epochs, seconds=round(float(result.seconds), 3),
+                              epochs=int(result.epochs), max_epochs=max_epochs, truncated=truncated,
+                              seconds=round(float(result.seconds), 3),
                               trial_seconds=round(train_s, 3), epoch_seconds=epoch_seconds,
                               started_s=round(started, 3))
         if record["out_of_memory"]:

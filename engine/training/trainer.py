@@ -54,6 +54,7 @@ from engine.nas.architecture import Architecture, init_weights  # noqa: E402
 
 from engine.training import batchnorm  # noqa: E402
 from engine.training.batches import Augment, Batches  # noqa: E402
+from engine.training.scoring import kept_score  # noqa: E402
 from engine.training.model import build_model, read_weights  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class TrainConfig:
     patience: int = 2  # early stopping on val_loss, in epochs; at least patience_steps optimiser steps
     patience_steps: int = 40
     score_epochs: int = 2  # score = mean val_accuracy of the last `score_epochs` epochs run
+    score: str = "last"  # "last": as above; "kept": val_accuracy of the epoch whose weights are returned
     seed: int = 0
     augment: "Augment | None" = None  # random shifts / mirroring of training batches
     schedule: str = "constant"  # "constant" or "cosine" (decays over max_epochs to lr * min_lr_factor)
@@ -390,6 +392,8 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
         raise caller_error
 
     epochs = len(history["loss"])
+    score = (kept_score(history, finished=status == "ok") if config.score == "kept"  # issue 14, lever 3
+             else score_of(history, config.score_epochs))
     return TrainResult(architecture=trained, status=status, error=error, out_of_memory=oom, history=history,
-                       epochs=epochs, score=score_of(history, config.score_epochs) if status != "failed" else None,
+                       epochs=epochs, score=score if status != "failed" else None,
                        seconds=time.monotonic() - started)

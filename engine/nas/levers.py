@@ -1,0 +1,101 @@
+"""The search-quality levers of issue 14, each one switchable, so a benchmark can measure it alone.
+
+A :class:`Levers` value names one choice per lever; its defaults are the search as it was before
+the levers existed, so a run that sets nothing behaves as before. The CLI sets them with
+``--search-option KEY=VALUE`` (``SearchConfig.levers`` holds them as a plain dict, saved in
+state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VALUE``.
+
+- ``distance`` (lever 1): ``all`` main-chain layers count in the layer edit distance, or only the
+  ``weighted`` ones (conv and dense): one deeper step then costs 1, not 2-3.
+- ``score`` (lever 3): a trial's score is the mean validation accuracy of its ``last`` epochs, or
+  that of the epoch whose weights are ``kept`` (and handed on to its children).
+- ``truncated`` (lever 5): a trial cut short by the deadline enters the GP the ``same`` as the
+  others, with extra ``noise`` (:data:`TRUNCATED_STD` per missing share of its epochs), or is left
+  out (``exclude``).
+- ``lineage`` (lever 6): the GP sees the architecture alone (``none``), also the log of the
+  epochs its weights have trained in all (``epochs``), or models the ``gain`` of a network over
+  its trained ancestor.
+- ``expand`` (lever 7): the annealing makes ``attempts`` (8 random morphs, duplicates lost) at a
+  node, or collects 8 new ``children`` and first expands every trained network once.
+- ``cost`` (lever 8): the proposal maximises ``ucb``, or the optimistic gain over the best score
+  per predicted training time (``gain_per_time``: flops relative to the best network's).
+- ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
+  outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+#: The extra standard deviation (accuracy units) of a truncated trial's score, per missing share
+#: of its planned epochs. A first guess, not fitted: about the epoch-to-epoch jump of a trial's
+#: validation accuracy under a cosine rate (2.6-2.8 points, bench/results/levers.md).
+TRUNCATED_STD = 0.03
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "distance": ("all", "weighted"),
+    "score": ("last", "kept"),
+    "truncated": ("same", "noise", "exclude"),
+    "lineage": ("none", "epochs", "gain"),
+    "expand": ("attempts", "children"),
+    "cost": ("ucb", "gain_per_time"),
+    "wider": ("zero", "split"),
+}
+
+#: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
+SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost")
+
+
+@dataclass(frozen=True)
+class Levers:
+    """One choice per lever (see the module docstring); the defaults are the search before issue 14."""
+
+    distance: str = "all"
+    score: str = "last"
+    truncated: str = "same"
+    lineage: str = "none"
+    expand: str = "attempts"
+    cost: str = "ucb"
+    wider: str = "zero"
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"search option {name} should be one of {', '.join(allowed)}; received {value!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict | None) -> "Levers":
+        """Levers from a dict of some of them (None or {}: the defaults); unknown names are an error."""
+        d = dict(d or {})
+        unknown = sorted(set(d) - {f.name for f in fields(Levers)})
+        if unknown:
+            raise ValueError(f"unknown search option {unknown[0]!r}; expected one of {', '.join(CHOICES)}")
+        return Levers(**{k: str(v) for k, v in d.items()})
+
+    def changed(self) -> dict:
+        """The levers set to something other than their default, as a dict."""
+        default = Levers()
+        return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
+
+    def searcher_params(self, searcher: str) -> dict:
+        """Constructor parameters of ``searcher`` ("bayesian", "random" or "bfs") for these levers."""
+        params = {"wider": self.wider} if self.wider != "zero" else {}
+        if searcher == "bayesian":
+            params |= {k: getattr(self, k) for k in SEARCHER_LEVERS if getattr(self, k) != getattr(Levers(), k)}
+        return params
+
+
+def parse(text: str) -> dict:
+    """``"distance=weighted,score=kept"`` as ``{"distance": "weighted", "score": "kept"}`` (checked)."""
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise ValueError(f"expected search options as key=value; received {part!r}")
+        out[key.strip()] = value.strip()
+    Levers.from_dict(out)
+    return out
