@@ -6,6 +6,12 @@ trial failed). ``make_searcher`` builds ``"bayesian"`` (GP + UCB + annealing ove
 morphism tree), ``"random"`` (a random morph of a random trained network) or ``"bfs"``
 (breadth-first over the morphisms of the best network). Same seed, same history, same
 proposals. State for resume is JSON: ``state_dict()`` / ``load_state_dict()``.
+
+``propose(history, pending=[architectures])`` proposes while other trials still train: no
+searcher returns a network that is pending or was tried; the Bayesian one also takes each
+pending network into its GP (``pending_mode``: ``"believer"``, at its predicted mean with no
+noise, the default; ``"lie"``, at the worst score so far, a constant lie; ``"ignore"``, not at
+all), so its sigma collapses there and the next proposal goes elsewhere.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ class Searcher:
         """Take note of a finished trial (optional: ``propose`` reads the full history)."""
 
     def propose(self, history: Sequence[TrialLike], stop: threading.Event | None = None,
-                time_cap_s: float | None = None) -> Proposal:
+                time_cap_s: float | None = None, pending: Sequence[Any] = ()) -> Proposal:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -83,9 +89,10 @@ class Searcher:
         return None
 
 
-def _seen(history: Sequence[TrialLike]) -> set:
-    """Fingerprints and distance keys of every architecture tried so far, failed ones included."""
-    archs = [t.architecture for t in history if t.architecture is not None]
+def _seen(history: Sequence[TrialLike], pending: Sequence[Any] = ()) -> set:
+    """Fingerprints and distance keys of every architecture tried so far, failed ones included,
+    and of the ``pending`` ones (still training)."""
+    archs = [t.architecture for t in history if t.architecture is not None] + list(pending)
     return {a.fingerprint() for a in archs} | {distance_key(a) for a in archs}
 
 
@@ -94,8 +101,8 @@ class RandomSearcher(Searcher):
 
     name = "random"
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        scored, seen = _scored(history), _seen(history)
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
+        scored, seen = _scored(history), _seen(history, pending)
         for _ in range(10):
             trial = scored[int(self.rng.integers(len(scored)))]
             child = self._unseen_morph(_trained_arch(trial), seen, tries=10)
@@ -142,14 +149,14 @@ class BFSSearcher(Searcher):
         self._children[key] = out
         return out
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
         scored = _scored(history)
         best = max(scored, key=lambda t: t.score)
         if best.id != self.root_id:
             self.root_id, self.queue = best.id, [best.id]
         by_id = {t.id: t for t in scored}
         by_fp = {t.architecture.fingerprint(): t.id for t in scored}
-        seen = _seen(history)
+        seen = _seen(history, pending)
         while self.queue:
             parent = by_id.get(self.queue[0])
             if parent is not None:
@@ -194,8 +201,11 @@ class BayesianSearcher(Searcher):
     def __init__(self, seed: int = 0, limits: Any = None, morph: Callable | None = None,
                  beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
                  max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
-                 prior_std: float = 0.1, embedding: str = "landmark") -> None:
+                 prior_std: float = 0.1, embedding: str = "landmark", pending_mode: str = "believer") -> None:
         super().__init__(seed, limits, morph)
+        if pending_mode not in PENDING_MODES:
+            raise SproutError(f"pending_mode should be one of {', '.join(PENDING_MODES)}; received {pending_mode!r}")
+        self.pending_mode = pending_mode
         self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,
                            max_steps=max_steps)
         self.time_cap_s = time_cap_s
@@ -207,18 +217,23 @@ class BayesianSearcher(Searcher):
         if trial.score is not None:
             self.cache.add(_trained_arch(trial))
 
-    def fit_model(self, history: Sequence[TrialLike]):
-        """The GP fitted on the scored trials of ``history``."""
+    def fit_model(self, history: Sequence[TrialLike], pending: Sequence[Any] = ()):
+        """The GP fitted on the scored trials of ``history``, believing the ``pending``
+        architectures as ``pending_mode`` says (see the module docstring)."""
         scored = _scored(history)
         archs = [_trained_arch(t) for t in scored]
-        return ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
-            archs, [float(t.score) for t in scored])
+        scores = [float(t.score) for t in scored]
+        model = ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
+            archs, scores)
+        if not pending or self.pending_mode == "ignore":
+            return model
+        return model.with_pending(list(pending), lie=min(scores) if self.pending_mode == "lie" else None)
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        model = self.fit_model(history)
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
+        model = self.fit_model(history, pending)
         scored = _scored(history)
         trained = [(_trained_arch(t), float(t.score)) for t in scored]
-        failed = [t.architecture for t in history if t.score is None and t.architecture is not None]
+        failed = [t.architecture for t in history if t.score is None and t.architecture is not None] + list(pending)
         cap = time_cap_s if time_cap_s is not None else self.time_cap_s
         proposal = optimize_acquisition(trained, model, self.rng, self.limits, time_cap_s=cap, stop=stop,
                                         exclude=failed, morph=self.morph, **self.params)
@@ -227,6 +242,7 @@ class BayesianSearcher(Searcher):
         return proposal
 
 
+PENDING_MODES = ("believer", "lie", "ignore")
 SEARCHERS = {"bayesian": BayesianSearcher, "random": RandomSearcher, "bfs": BFSSearcher}
 
 
