@@ -17,7 +17,8 @@ from engine.errors import SproutError
 
 #: field names in the engine's error messages -> the flags that set them on this command line
 FLAGS = {"budget_s": "--budget", "max_epochs": "--max-epochs", "max_trials": "--max-trials",
-         "image_size": "--image-size", "out_dir": "--out", "resume=True": "--resume"}
+         "image_size": "--image-size", "out_dir": "--out", "resume=True": "--resume", "workers": "--workers",
+         "executor": "--executor"}
 
 
 def flag_words(message: str) -> str:
@@ -67,7 +68,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise SproutError("the search needs a time budget: --budget SECONDS")
     config = SearchConfig(budget_s=args.budget, searcher=args.searcher, seed=args.seed,
                           image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials,
-                          recipe=args.recipe, pretrained=args.pretrained,
+                          recipe=args.recipe, pretrained=args.pretrained, workers=args.workers,
+                          executor=args.executor, ray_address=args.ray_address,
                           levers={k: v for d in args.search_option or [] for k, v in d.items()} or None)
     stop = threading.Event()
 
@@ -292,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: for colour photos of 64 px or more, with ImageNet weights cached under "
                         "SPROUT_HOME/cache/weights or downloaded there once), none (search from scratch), or a "
                         ".weights.h5 / .keras file of the trunk")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="trials that train at once (default: one per GPU, else 1: TensorFlow already uses "
+                        "every core for one network)")
+    p.add_argument("--executor", choices=["local", "ray"], default="local",
+                   help="where trials train: local worker processes, or Ray tasks (pip install 'sprout[ray]')")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster to use with --executor ray (default: start a local Ray instance)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out after a crash")
     p.set_defaults(func=_cmd_search)
 

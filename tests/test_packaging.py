@@ -87,7 +87,9 @@ def test_wheel_pins_match_the_requirements_files(wheel):
     test = {r.split(";")[0].strip() for r in requires if r.endswith('extra == "test"')}
     assert base == _pins(ROOT / "requirements.txt")
     assert test == _pins(ROOT / "requirements-dev.txt")
-    assert {r.split("extra == ")[1] for r in requires if "extra == " in r} == {'"test"'}, "the test extra only"
+    assert {r.split("extra == ")[1] for r in requires if "extra == " in r} == {'"test"', '"ray"'}
+    assert {r.split(";")[0].strip() for r in requires if r.endswith('extra == "ray"')} == \
+        {p for p in test if p.startswith("ray==")}, "the ray extra: Ray alone, pinned as for the tests"
 
 
 def test_installed_layout_finds_its_app(wheel, tmp_path):

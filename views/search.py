@@ -76,6 +76,9 @@ def start_form() -> None:
                                       "start from scratch. The search page says which start was taken and why.")
             weights = (st.text_input("Weights file (.weights.h5 or .keras) on this computer", key="weights_file")
                        if start == "file" else "")
+            parallel = st.number_input("Parallel trials", min_value=0, max_value=16, value=0, key="parallel",
+                                       help="How many networks train at once. 0 (the default) chooses: one per GPU, "
+                                            "else one (on a CPU one network already uses every core).")
         device_line(snap.get("device") if snap else None)
         clicked = start_button()
     try:
@@ -93,7 +96,8 @@ def start_form() -> None:
             config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
                                   image_size=int(report["image_size"]) if start == "none" else chosen_size(),
                                   max_epochs=int(epochs) or None,
-                                  pretrained=weights.strip() if start == "file" else start)
+                                  pretrained=weights.strip() if start == "file" else start,
+                                  workers=int(parallel) or None)
             try:
                 run_id = registry().start(source_of(token), config)
             except SproutError as exc:
@@ -232,9 +236,12 @@ def _control(action) -> bool:
 
 
 def in_flight_card(snap: dict) -> None:
-    flight = snap.get("in_flight")
-    if not flight:
-        return
+    """A card for every network in training (several when trials run in parallel)."""
+    for flight in snap.get("flying") or ([snap["in_flight"]] if snap.get("in_flight") else []):
+        _flight_card(flight)
+
+
+def _flight_card(flight: dict) -> None:
     with st.container(border=True):
         epoch, max_epochs = flight.get("epoch") or 0, flight.get("max_epochs") or 1
         batch, n_batches = flight.get("batch") or 0, flight.get("n_batches") or 0
@@ -308,7 +315,8 @@ def live() -> None:
     trials = snap.get("trials", [])
     flight = snap.get("in_flight") or {}
     selected = st.session_state.get("selected")
-    tree_sig = (run_id, len(trials), flight.get("trial_id"), selected, (snap.get("best") or {}).get("trial_id"))
+    tree_sig = (run_id, len(trials), flight.get("trial_id"), tuple(f["trial_id"] for f in snap.get("flying") or []),
+                selected, (snap.get("best") or {}).get("trial_id"))
 
     left, right = st.columns([3, 2], gap="medium")
     with left:

@@ -57,13 +57,16 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
         parent = t.get("parent_id")
         parent = str(parent) if parent is not None and str(parent) in ids else ROOT
         g.add_edge(parent, str(t["id"]), operations=t.get("operations") or [])
-    flight = snapshot.get("in_flight")
-    if flight and flight.get("trial_id") not in (None, FINAL) and str(flight["trial_id"]) not in ids:
+    # every network in training at once (``flying``; older snapshots hold ``in_flight`` only)
+    flights = snapshot.get("flying") or ([snapshot["in_flight"]] if snapshot.get("in_flight") else [])
+    for flight in flights:
+        if flight.get("trial_id") in (None, FINAL) or str(flight["trial_id"]) in ids:
+            continue
         fid = str(flight["trial_id"])
         parent = flight.get("parent_id")
         parent = str(parent) if parent is not None and str(parent) in ids else ROOT
         proposal = flight.get("proposal") or {}
-        g.add_node(fid, trial=None, in_flight=True)
+        g.add_node(fid, trial=None, in_flight=True, flight=flight)
         ops = proposal.get("operations") or flight.get("operations") or []
         g.add_edge(parent, fid, operations=ops)
     return g
@@ -154,16 +157,18 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
             name="failed", showlegend=False))
     flying = [n for n in g.nodes if g.nodes[n]["in_flight"]]
     if flying:
-        flight = snapshot.get("in_flight") or {}
-        prop = flight.get("proposal") or {}
-        hover = f"<b>Trial #{flying[0]} · training now</b>"
-        if prop.get("mean") is not None:
-            hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
+        hovers = []
+        for n in flying:
+            prop = (g.nodes[n].get("flight") or {}).get("proposal") or {}
+            hover = f"<b>Trial #{n} · training now</b>"
+            if prop.get("mean") is not None:
+                hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
+            hovers.append(hover)
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in flying], y=[pos[n][1] for n in flying], mode="markers+text",
             text=[f"#{n} training…" for n in flying], textposition="bottom center",
             textfont=dict(size=11, color=AMBER), customdata=[[n] for n in flying],
-            hovertext=[hover] * len(flying), hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=hovers, hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=20, color="white", line=dict(width=2.5, color=AMBER)),
             name="in flight", showlegend=False))
 

@@ -10,6 +10,7 @@ together so callers hand it architectures. Pure NumPy/SciPy.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import Any, Sequence
 
@@ -66,8 +67,9 @@ class GaussianProcess:
     Learned attributes after ``fit``: ``X_``, ``y_mean_``, ``y_std_``, ``kernel_`` (the fitted
     :class:`engine.nas.kernel.RBF`), ``length_scale_`` (its length scale), ``noise_`` (variance,
     standardised units), ``L_`` (Cholesky factor of K + noise I), ``alpha_`` ((K + noise I)^-1 y
-    standardised), ``jitter_`` (extra diagonal used), ``log_marginal_likelihood_``.
-    With no data ``predict`` returns (prior_mean, prior_std); with one point the targets'
+    standardised), ``jitter_`` (extra diagonal used), ``log_marginal_likelihood_``, ``ys_`` (the
+    standardised targets), ``noise_diag_`` (each row's noise: ``noise_``, or 0 for a row added by
+    :meth:`condition`). With no data ``predict`` returns (prior_mean, prior_std); with one point the targets'
     scale is taken as prior_std.
     """
 
@@ -169,11 +171,36 @@ class GaussianProcess:
             k = self.kernel_.of_sq_dists(d2) + self.noise_ * np.eye(n) + (0.0 if extra is None else np.diag(extra))
             self.L_, self.jitter_ = cholesky_jitter(k)
         self.alpha_ = cho_solve((self.L_, True), ys) if n else np.zeros(0)
+        # a row's own extra noise stays with it when pending rows are added (condition)
+        self.ys_, self.noise_diag_ = ys, np.full(n, self.noise_) + (0.0 if extra is None else extra)
         self.log_marginal_likelihood_ = (
             float(-0.5 * ys @ self.alpha_ - np.log(np.diag(self.L_)).sum() - 0.5 * n * math.log(2 * math.pi))
             if n else 0.0
         )
         return self
+
+    def condition(self, X_new: np.ndarray, y_new: np.ndarray) -> "GaussianProcess":
+        """A copy of this fitted GP that also holds the rows ``X_new`` at targets ``y_new``
+        (units of y) with no noise, keeping the length scale, the noise of the observed rows and
+        the targets' standardisation: how pending trials enter it (kriging believer, constant
+        lie). Its std at those rows collapses to about zero; its mean there is ``y_new``."""
+        if not hasattr(self, "L_"):
+            raise RuntimeError("GaussianProcess.condition called before fit")
+        X_new = np.asarray(X_new, dtype=np.float64)
+        y_new = np.asarray(y_new, dtype=np.float64).ravel()
+        if X_new.ndim != 2 or X_new.shape != (len(y_new), self.X_.shape[1]):
+            raise ValueError(f"expected new rows of shape ({len(y_new)}, {self.X_.shape[1]}) (one per target); "
+                             f"received {X_new.shape}")
+        out = copy.copy(self)
+        out.X_ = np.vstack([self.X_, X_new])
+        ys = np.concatenate([self.ys_, (y_new - self.y_mean_) / self.y_std_])
+        noise = np.concatenate([self.noise_diag_, np.zeros(len(y_new))])
+        with blas_single_thread():
+            k = self.kernel_.of_sq_dists(sq_dists(out.X_, out.X_)) + np.diag(noise)
+            out.L_, out.jitter_ = cholesky_jitter(k)
+        out.alpha_ = cho_solve((out.L_, True), ys)
+        out.ys_, out.noise_diag_ = ys, noise
+        return out
 
     def predict(self, Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and standard deviation of the latent function at rows of Xc,
@@ -227,6 +254,21 @@ class ArchitectureGP:
         self.n_features_ = 0 if features is None else np.asarray(features).shape[1]
         self.gp_ = GaussianProcess(**self.gp_params).fit(self.X_, np.asarray(scores, dtype=np.float64), noise)
         return self
+
+    def with_pending(self, pending: Sequence[Any], lie: float | None = None) -> "ArchitectureGP":
+        """A copy that also believes the ``pending`` architectures (proposed, still training)
+        score ``lie``, or, with ``lie=None``, what this GP predicts for them (kriging
+        believer), with no noise: its sigma collapses at and near them, so the next proposal
+        goes elsewhere. The embedding and the hyperparameters stay those of the trained set."""
+        if not len(pending):
+            return self
+        d = self.distances(pending)
+        x = self.embedding_.transform(d) if self.keys_ else np.zeros((len(pending), 0))
+        mean, _ = self.gp_.predict(x)
+        targets = mean if lie is None else np.full(len(pending), float(lie))
+        out = copy.copy(self)
+        out.gp_ = self.gp_.condition(x, targets)
+        return out
 
     def distances(self, candidates: Sequence[Any]) -> np.ndarray:
         """Edit distances from candidates to the trained set, (len(candidates), n_trained)."""

@@ -6,6 +6,12 @@ trial failed). ``make_searcher`` builds ``"bayesian"`` (GP + UCB + annealing ove
 morphism tree), ``"random"`` (a random morph of a random trained network) or ``"bfs"``
 (breadth-first over the morphisms of the best network). Same seed, same history, same
 proposals. State for resume is JSON: ``state_dict()`` / ``load_state_dict()``.
+
+``propose(history, pending=[architectures])`` proposes while other trials still train: no
+searcher returns a network that is pending or was tried; the Bayesian one also takes each
+pending network into its GP (``pending_mode``: ``"believer"``, at its predicted mean with no
+noise, the default; ``"lie"``, at the worst score so far, a constant lie; ``"ignore"``, not at
+all), so its sigma collapses there and the next proposal goes elsewhere.
 """
 
 from __future__ import annotations
@@ -65,7 +71,7 @@ class Searcher:
         """Take note of a finished trial (optional: ``propose`` reads the full history)."""
 
     def propose(self, history: Sequence[TrialLike], stop: threading.Event | None = None,
-                time_cap_s: float | None = None) -> Proposal:
+                time_cap_s: float | None = None, pending: Sequence[Any] = ()) -> Proposal:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
@@ -85,9 +91,10 @@ class Searcher:
         return None
 
 
-def _seen(history: Sequence[TrialLike]) -> set:
-    """Fingerprints and distance keys of every architecture tried so far, failed ones included."""
-    archs = [t.architecture for t in history if t.architecture is not None]
+def _seen(history: Sequence[TrialLike], pending: Sequence[Any] = ()) -> set:
+    """Fingerprints and distance keys of every architecture tried so far, failed ones included,
+    and of the ``pending`` ones (still training)."""
+    archs = [t.architecture for t in history if t.architecture is not None] + list(pending)
     return {a.fingerprint() for a in archs} | {distance_key(a) for a in archs}
 
 
@@ -96,8 +103,8 @@ class RandomSearcher(Searcher):
 
     name = "random"
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        scored, seen = _scored(history), _seen(history)
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
+        scored, seen = _scored(history), _seen(history, pending)
         for _ in range(10):
             trial = scored[int(self.rng.integers(len(scored)))]
             child = self._unseen_morph(_trained_arch(trial), seen, tries=10)
@@ -144,14 +151,14 @@ class BFSSearcher(Searcher):
         self._children[key] = out
         return out
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
         scored = _scored(history)
         best = max(scored, key=lambda t: t.score)
         if best.id != self.root_id:
             self.root_id, self.queue = best.id, [best.id]
         by_id = {t.id: t for t in scored}
         by_fp = {t.architecture.fingerprint(): t.id for t in scored}
-        seen = _seen(history)
+        seen = _seen(history, pending)
         while self.queue:
             parent = by_id.get(self.queue[0])
             if parent is not None:
@@ -198,8 +205,12 @@ class BayesianSearcher(Searcher):
                  beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
                  max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark", distance: str = "all", truncated: str = "same",
-                 lineage: str = "none", expand: str = "attempts", cost: str = "ucb") -> None:
+                 lineage: str = "none", expand: str = "attempts", cost: str = "ucb",
+                 pending_mode: str = "believer") -> None:
         super().__init__(seed, limits, morph)
+        if pending_mode not in PENDING_MODES:
+            raise SproutError(f"pending_mode should be one of {', '.join(PENDING_MODES)}; received {pending_mode!r}")
+        self.pending_mode = pending_mode
         self.params = dict(beta=beta, t0=t0, decay=decay, t_low=t_low, max_children=max_children,
                            max_steps=max_steps, expand=expand, cost=cost)
         self.time_cap_s = time_cap_s
@@ -212,20 +223,28 @@ class BayesianSearcher(Searcher):
         if trial.score is not None:
             self.cache.add(_trained_arch(trial))
 
-    def fit_model(self, history: Sequence[TrialLike]):
+    def fit_model(self, history: Sequence[TrialLike], pending: Sequence[Any] = ()):
         """The GP fitted on the scored trials of ``history`` (under the truncation and lineage
-        levers: :mod:`engine.nas.lineage`)."""
+        levers: :mod:`engine.nas.lineage`), believing the ``pending`` architectures as
+        ``pending_mode`` says (see the module docstring). The lineage model takes further inputs
+        that a pending network has no value for yet, so under it pending networks are only kept
+        out of the proposals, not believed."""
         data = gp_data(_scored(history), self.truncated, self.lineage)
         archs = [_trained_arch(t) for t in data.trials]
         gp = ArchitectureGP(self.cache, seed=self.seed, embedding=self.embedding, prior_std=self.prior_std).fit(
             archs, data.targets, data.noise, data.features)
-        return gp if self.truncated == "same" and self.lineage == "none" else LineageModel(gp, data)
+        if self.truncated != "same" or self.lineage != "none":
+            return LineageModel(gp, data)
+        if not pending or self.pending_mode == "ignore":
+            return gp
+        scores = [float(t.score) for t in _scored(history)]
+        return gp.with_pending(list(pending), lie=min(scores) if self.pending_mode == "lie" else None)
 
-    def propose(self, history, stop=None, time_cap_s=None) -> Proposal:
-        model = self.fit_model(history)
+    def propose(self, history, stop=None, time_cap_s=None, pending=()) -> Proposal:
+        model = self.fit_model(history, pending)
         scored = _scored(history)
         trained = [(_trained_arch(t), float(t.score)) for t in scored]
-        failed = [t.architecture for t in history if t.score is None and t.architecture is not None]
+        failed = [t.architecture for t in history if t.score is None and t.architecture is not None] + list(pending)
         cap = time_cap_s if time_cap_s is not None else self.time_cap_s
         proposal = optimize_acquisition(trained, model, self.rng, self.limits, time_cap_s=cap, stop=stop,
                                         exclude=failed, morph=self.morph, **self.params)
@@ -234,6 +253,7 @@ class BayesianSearcher(Searcher):
         return proposal
 
 
+PENDING_MODES = ("believer", "lie", "ignore")
 SEARCHERS = {"bayesian": BayesianSearcher, "random": RandomSearcher, "bfs": BFSSearcher}
 
 

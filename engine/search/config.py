@@ -24,6 +24,9 @@ class SearchConfig:
     recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
     pretrained: str = "auto"           # "auto" | "none" | a weights file (engine.search.pretrained)
     levers: dict | None = None         # issue 14's search options, e.g. {"score": "kept"} (engine.nas.levers)
+    workers: int | None = None         # trials at once (None: one per GPU, else 1; engine.search.executor)
+    executor: str = "local"            # "local" (worker processes) | "ray" (Ray tasks)
+    ray_address: str | None = None     # a Ray cluster's address (None: a local Ray instance)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,6 +50,10 @@ class SearchConfig:
             raise SproutError(f"image_size must be between 8 and 512 pixels; received {self.image_size}")
         if self.max_trials is not None and self.max_trials < 1:
             raise SproutError(f"max_trials must be at least 1; received {self.max_trials}")
+        if self.workers is not None and (not isinstance(self.workers, int) or self.workers < 1):
+            raise SproutError(f"workers must be at least 1; received {self.workers!r}")
+        if self.executor not in ("local", "ray"):
+            raise SproutError(f"executor must be local or ray; received {self.executor!r}")
         if not isinstance(self.pretrained, str) or not self.pretrained.strip():
             raise SproutError(f"pretrained must be auto, none or the path of a weights file; "
                               f"received {self.pretrained!r}")

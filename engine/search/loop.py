@@ -46,6 +46,8 @@ from engine.search.budget import CostModel, Timings, flops, now_iso
 from engine.search import plan
 from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
+from engine.search.executor import open_executor
+from engine.search.executor_loop import run_in_parallel
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import RUN_FORMAT, RunFolder
 from engine.search import pretrained
@@ -95,10 +97,17 @@ def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfi
                  "data_source": str(data_source), "phase": Phase.STARTING, "limits": Limits().to_dict()}
     config.check()
     ctx, runner = _start(data_source, folder, config, state, clock, timings, channel, stop, saved)
-    if not any(t.score is not None for t in runner.trials) and not stop.is_set():
-        _seed_phase(ctx, runner)
-    if any(t.score is not None for t in runner.trials) and not stop.is_set():
-        _search_phase(ctx, runner)
+    executor = None
+    try:
+        if not any(t.score is not None for t in runner.trials) and not stop.is_set():
+            _seed_phase(ctx, runner)
+        if any(t.score is not None for t in runner.trials) and not stop.is_set():
+            # Workers start after the seed network: their start-up (TensorFlow's import) would slow it.
+            executor = open_executor(config, ctx.train_data)  # None: one trial at a time, in this process
+            _search_phase(ctx, runner, executor)
+    finally:
+        if executor is not None:
+            executor.close()
     ctx.save_state(phase=Phase.FINAL, in_flight=None)
     ctx.emit("phase", phase=Phase.FINAL)
     return finish(ctx, runner.best(), runner.records, stopped_by_user=runner.stopped_by_user)
@@ -259,15 +268,35 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
         raise SproutError(f"the first network could not be trained: {last.get('error') or 'unknown error'}")
 
 
-def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
+def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) -> None:
     ctx.save_state(phase=Phase.SEARCH)
     ctx.emit("phase", phase=Phase.SEARCH)
-    searcher, cost = runner.searcher, ctx.cost
     ctx.child_epochs = planned_child_epochs(ctx, runner)
+    if executor is not None:  # several trials at once: engine.search.executor_loop
+        run_in_parallel(ctx, runner, executor, lambda pending: _next_trial(ctx, runner, pending),
+                        MAX_CONSECUTIVE_FAILURES)
+        return
     while not ctx.stop.is_set():
-        if ctx.config.max_trials is not None and len(runner.records) >= ctx.config.max_trials:
-            ctx.say(f"trial cap of {ctx.config.max_trials} reached")
+        step = _next_trial(ctx, runner)
+        if step is None:
             break
+        arch, proposal, n, deadline = step
+        record = runner.train(arch, proposal.ancestor_id, list(proposal.operations), proposal, n, deadline)
+        runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
+        if runner.failures >= MAX_CONSECUTIVE_FAILURES:
+            ctx.say(f"search ended early: {runner.failures} trials in a row failed")
+            break
+
+
+def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()) -> tuple | None:
+    """The next network to train (with its ancestor's weights), its proposal, its epochs and the
+    search's deadline; None when the search ends here (the reason is said). ``pending``: the
+    networks still training (proposed elsewhere, not to be proposed again)."""
+    searcher, cost = runner.searcher, ctx.cost
+    while not ctx.stop.is_set():
+        if ctx.config.max_trials is not None and len(runner.records) + len(pending) >= ctx.config.max_trials:
+            ctx.say(f"trial cap of {ctx.config.max_trials} reached")
+            return None
         best = runner.best(allow_stopped=False)
         deadline = search_deadline(ctx, runner)
         left = deadline - ctx.elapsed()
@@ -277,28 +306,29 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
             epoch_best, extra = 0.0, 0.0
         if left <= extra + epoch_best:
             ctx.say("the time budget is used up (the rest is kept for the final model)")
-            break
+            return None
         expected_trial = extra + max_epochs(ctx) * epoch_best
         cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
         searcher.limits = affordable_limits(ctx, left, expected_trial)
         try:
             with ctx.timings.timed("proposal_s"):
-                proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap)
+                proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap,
+                                            **({"pending": list(pending)} if pending else {}))
         except SproutError as exc:
             ctx.say(f"search ended: {exc} (the time left goes to the final fine-tune)"
                     if searcher.limits.max_flops < ctx.limits.max_flops else f"search ended early: {exc}")
-            break
+            return None
         finally:
             searcher.limits = ctx.limits
         if ctx.stop.is_set():
-            break
+            return None
         arch, error = runner.realise(proposal)
         ops = list(proposal.operations)
         if arch is None:
             runner.fail(proposal.architecture, proposal.ancestor_id, ops, proposal, error)
             if runner.failures >= MAX_CONSECUTIVE_FAILURES:
                 ctx.say(f"search ended early: {runner.failures} trials in a row failed")
-                break
+                return None
             continue
         epoch_s = cost.epoch_s(flops(arch)) if cost.known else None
         left = deadline - ctx.elapsed()
@@ -306,12 +336,9 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
             n = int((left - cost.extra_s()) // epoch_s)
             if n < 1:
                 ctx.say("not enough time left for another trial")
-                break
+                return None
             n = min(max_epochs(ctx), n)
         else:
             n = max_epochs(ctx)
-        record = runner.train(arch, proposal.ancestor_id, ops, proposal, n, deadline)
-        runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
-        if runner.failures >= MAX_CONSECUTIVE_FAILURES:
-            ctx.say(f"search ended early: {runner.failures} trials in a row failed")
-            break
+        return arch, proposal, n, deadline
+    return None

@@ -46,7 +46,7 @@ class RunMonitor:
             "searcher": getattr(config, "searcher", None), "device": None,
             "budget_s": getattr(config, "budget_s", None), "elapsed_s": 0.0,
             "class_names": [], "image_size": None, "channels": None,
-            "trials": [], "distances": {"ids": [], "matrix": []}, "in_flight": None, "phase": None,
+            "trials": [], "distances": {"ids": [], "matrix": []}, "in_flight": None, "flying": [], "phase": None,
             "best": None, "final": None, "files": {"keras": None, "labels": None}, "log": [],
             "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
             "data_source": str(data_source) if data_source is not None else None,
@@ -84,30 +84,38 @@ class RunMonitor:
         if e["phase"] == Phase.FINAL and self.snap["status"] in (RunStatus.STARTING, RunStatus.RUNNING):
             self.snap["status"] = RunStatus.FINISHING
 
+    def _flight(self, trial_id: str) -> dict | None:
+        """The in-flight entry of ``trial_id`` (``flying`` holds every trial in training at once;
+        ``in_flight`` is the one started last)."""
+        return next((f for f in self.snap["flying"] if f["trial_id"] == trial_id), None)
+
     def _on_trial_started(self, e: dict) -> None:
+        self.snap["flying"] = [f for f in self.snap["flying"] if f["trial_id"] != e["trial_id"]]
         self.snap["in_flight"] = {
             "trial_id": e["trial_id"], "parent_id": e.get("parent_id"), "epoch": 0,
             "max_epochs": e.get("max_epochs"), "batch": 0, "n_batches": None,
             "proposal": copy.deepcopy(e.get("proposal")), "operations": copy.deepcopy(e.get("operations", [])),
             "description": e.get("description"), "logs": {},
         }
+        self.snap["flying"].append(self.snap["in_flight"])
 
     def _on_epoch(self, e: dict) -> None:
-        f = self.snap["in_flight"]
-        if f is not None and f["trial_id"] == e["trial_id"]:
+        f = self._flight(e["trial_id"])
+        if f is not None:
             f["epoch"], f["batch"], f["logs"] = e["epoch"], 0, dict(e.get("logs") or {})
 
     def _on_batch(self, e: dict) -> None:
-        f = self.snap["in_flight"]
-        if f is not None and f["trial_id"] == e["trial_id"]:
+        f = self._flight(e["trial_id"])
+        if f is not None:
             f["batch"], f["n_batches"] = e["batch"], e["n_batches"]
 
     def _on_trial_finished(self, e: dict) -> None:
         trial = copy.deepcopy(e["trial"])
         s = self.snap
         s["trials"].append(trial)
+        s["flying"] = [f for f in s["flying"] if f["trial_id"] != trial["id"]]
         if s["in_flight"] is not None and s["in_flight"]["trial_id"] == trial["id"]:
-            s["in_flight"] = None
+            s["in_flight"] = s["flying"][-1] if s["flying"] else None
         if trial.get("status") == TrialStatus.OK and trial.get("architecture"):
             from engine.nas.architecture import Architecture
 
@@ -133,11 +141,11 @@ class RunMonitor:
     def _on_final(self, e: dict) -> None:
         self.snap["final"] = copy.deepcopy(e["final"])
         self.snap["files"] = dict(e["files"])
-        self.snap["in_flight"] = None
+        self.snap["in_flight"], self.snap["flying"] = None, []
 
     def _on_finished(self, e: dict) -> None:
         summary = e.get("summary") or {}
-        self.snap["in_flight"] = None
+        self.snap["in_flight"], self.snap["flying"] = None, []
         if summary.get("wall_s") is not None:
             self.snap["elapsed_s"] = summary["wall_s"]
         self._clock = None
@@ -159,7 +167,7 @@ class RunMonitor:
             self.snap["error"] = error
             self._log(f"error: {error}")
         if status not in ACTIVE:
-            self.snap["in_flight"] = None
+            self.snap["in_flight"], self.snap["flying"] = None, []
             if self._clock is not None:
                 self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
             self._clock = None

@@ -163,8 +163,8 @@ class TrialRunner:
         ctx.save_state(in_flight=None, next_trial_id=self.next_id, searcher=self.searcher.state_dict(),
                        rng=ctx.rng.bit_generator.state, limits=ctx.limits.to_dict())
 
-    def train(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int, deadline: float) -> dict:
-        """Train one trial until ``max_epochs``, early stopping, ``stop`` or ``deadline``; persist it."""
+    def begin(self, parent_id, operations, proposal, max_epochs: int) -> tuple[str, float]:
+        """Give the next trial its id and announce it (state.json, "trial_started"): (id, start time)."""
         ctx = self.ctx
         trial_id = str(self.next_id)
         self.next_id += 1
@@ -173,6 +173,12 @@ class TrialRunner:
         ctx.emit("trial_started", trial_id=trial_id, parent_id=None if parent_id is None else str(parent_id),
                  max_epochs=max_epochs, proposal=proposal.to_dict() if proposal is not None else None,
                  operations=list(operations), description=describe_all(operations))
+        return trial_id, started
+
+    def train(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int, deadline: float) -> dict:
+        """Train one trial until ``max_epochs``, early stopping, ``stop`` or ``deadline``; persist it."""
+        ctx = self.ctx
+        trial_id, started = self.begin(parent_id, operations, proposal, max_epochs)
         arch_flops = flops(arch)
         trial_stop = threading.Event()
         marks = [time.monotonic()]
@@ -201,13 +207,22 @@ class TrialRunner:
             result = ctx.trainer.train(arch, data.x_train, data.y_train, data.x_val, data.y_val, config,
                                        on_epoch=on_epoch, on_batch=on_batch, stop=trial_stop)
         train_s = time.monotonic() - t
-        ctx.timings.add("training_s", train_s)
         epoch_seconds = [round(b - a, 4) for a, b in zip(marks[:-1], marks[1:])]
+        return self.conclude(trial_id, started, arch, parent_id, operations, proposal, max_epochs, result,
+                             train_s, epoch_seconds, deadline_hit.is_set())
 
+    def conclude(self, trial_id: str, started: float, arch: Architecture, parent_id, operations, proposal,
+                 max_epochs: int, result, train_s: float, epoch_seconds: list[float], deadline_hit: bool,
+                 extra: dict | None = None) -> dict:
+        """Record and persist a trained trial: ``result`` is the trainer's TrainResult (wherever it
+        trained), ``deadline_hit`` whether the search's deadline (not the user) ended it early,
+        ``extra`` further fields for its record (where it trained)."""
+        ctx = self.ctx
+        ctx.timings.add("training_s", train_s)
         status, error = TrialStatus(result.status), result.error
         score = result.score
         truncated = False
-        if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit.is_set():
+        if status == TrialStatus.STOPPED and not ctx.stop.is_set() and deadline_hit:
             if result.epochs >= 1 and score is not None:
                 # cut short by the time budget after whole epochs: a shorter trial, not a broken one
                 status = TrialStatus.OK
@@ -229,7 +244,7 @@ class TrialRunner:
                               epochs=int(result.epochs), max_epochs=max_epochs, truncated=truncated,
                               seconds=round(float(result.seconds), 3),
                               trial_seconds=round(train_s, 3), epoch_seconds=epoch_seconds,
-                              started_s=round(started, 3))
+                              started_s=round(started, 3), **(extra or {}))
         if record["out_of_memory"]:
             self._lower_limits(arch)
         self._commit(record, trained)
