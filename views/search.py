@@ -78,6 +78,10 @@ def start_form() -> None:
                                       "start from scratch. The search page says which start was taken and why.")
             weights = (st.text_input("Weights file (.weights.h5 or .keras) on this computer", key="weights_file")
                        if start == "file" else "")
+            step = st.checkbox("Step mode: pause before each network", key="step",
+                               help="For a class: the search stops before training each network it chose and "
+                                    "shows its prediction, so everyone can guess first; Continue trains it. "
+                                    "The budget clock stands still while it waits.")
         device_line(snap.get("device") if snap else None)
         if st.button("Start the search", type="primary", icon=":material/play_arrow:", key="start"):
             from engine.search.loop import SearchConfig
@@ -86,7 +90,7 @@ def start_form() -> None:
             config = SearchConfig(budget_s=float(budget_s or minutes * 60), searcher=searcher, seed=int(seed),
                                   image_size=int(report["image_size"]) if start == "none" else chosen_size(),
                                   max_epochs=int(epochs) or None,
-                                  pretrained=weights.strip() if start == "file" else start)
+                                  pretrained=weights.strip() if start == "file" else start, step=bool(step))
             try:
                 run_id = registry().start(source_of(token), config)
             except SproutError as exc:
@@ -245,6 +249,31 @@ def in_flight_card(snap: dict) -> None:
             st.markdown(f":material/lightbulb: **Why this one?** {prop.get('reason') or ''}  \n" + " · ".join(bits))
 
 
+def waiting_card(snap: dict) -> None:
+    """Step mode: the network chosen next, its prediction, and Continue (which trains it)."""
+    waiting = snap.get("waiting")
+    if not waiting or not is_active(snap):
+        return
+    prop = waiting.get("proposal") or {}
+    with st.container(border=True):
+        what = describe_all(prop.get("operations"), none="")
+        st.markdown(f"**Next: network #{waiting.get('trial_id')}** · grown from #{waiting.get('parent_id')}"
+                    + (f": {what}" if what else ""))
+        if prop.get("mean") is not None:
+            st.markdown(f":material/psychology: The model predicts **{prop['mean']:.1%} ± "
+                        f"{(prop.get('sigma') or 0):.1%}** validation accuracy. What do you think?")
+        else:
+            st.markdown(":material/casino: This searcher makes no prediction. What do you think it will reach?")
+        if prop.get("reason"):
+            st.markdown(f":material/lightbulb: **Why this one?** {prop['reason']}")
+        go_on, note = st.columns([1, 4], vertical_alignment="center")
+        if go_on.button("Continue", type="primary", icon=":material/skip_next:", key="continue",
+                        help="Trains this network; the search then pauses before the next one"):
+            _control(lambda: registry().continue_step(snap["run_id"]))
+        note.caption(":material/pause: Step mode: the search waits here, and the budget clock stands still "
+                     "until you press Continue.")
+
+
 def network_panel(snap: dict, trial_id: str | None) -> None:
     trial = trial_by_id(snap, trial_id)
     if trial is None:
@@ -285,6 +314,7 @@ def live() -> None:
     if active and not is_active(snap):
         st.rerun()  # the run ended: redraw the whole page in its final state
     status_row(snap)
+    waiting_card(snap)
     in_flight_card(snap)
 
     trials = snap.get("trials", [])

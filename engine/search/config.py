@@ -23,6 +23,8 @@ class SearchConfig:
     batch_size: int | None = None      # None: the recipe's (chosen from the data and device)
     recipe: dict | None = None         # overrides of the chosen recipe, e.g. {"flip": False}
     pretrained: str = "auto"           # "auto" | "none" | a weights file (engine.search.pretrained)
+    step: bool = False                 # step mode: wait before each proposed trial until told to go on
+    race: str | None = None            # the race id shared by the two runs of a race (engine.search.race)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -14,6 +14,9 @@ thread; exceptions it raises are logged and ignored). ``type`` is one of:
   image_size, channels, n_train, n_val, n_test, resumed, created
 - ``"phase"``: ``phase`` ("seed" | "search" | "final")
 - ``"log"``: ``message`` (one line for people)
+- ``"waiting"`` (step mode): ``trial_id``, ``parent_id``, ``proposal`` (dict), ``elapsed_s``: the
+  search waits for the server's go-ahead (:func:`wait_to_go_on`); ``"continued"``: ``trial_id``,
+  ``elapsed_s``, ``stopped`` (the wait is over; the budget clock stood still while it lasted)
 - ``"trial_started"``: ``trial_id``, ``parent_id``, ``max_epochs``, ``proposal`` (dict | None)
 - ``"epoch"``: ``trial_id``, ``epoch`` (1-based count done), ``logs``
 - ``"batch"``: ``trial_id``, ``batch`` (1-based count done), ``n_batches``
@@ -308,8 +311,37 @@ def _search_phase(ctx: RunContext, runner: TrialRunner) -> None:
             n = min(max_epochs(ctx), n)
         else:
             n = max_epochs(ctx)
+        if ctx.config.step and not wait_to_go_on(ctx, str(runner.next_id), proposal):
+            break
         record = runner.train(arch, proposal.ancestor_id, ops, proposal, n, deadline)
         runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
         if runner.failures >= MAX_CONSECUTIVE_FAILURES:
             ctx.say(f"search ended early: {runner.failures} trials in a row failed")
             break
+
+
+STEP_POLL_S = 0.1  # how often a search in step mode looks for the go-ahead
+
+
+def wait_to_go_on(ctx: RunContext, trial_id: str, proposal) -> bool:
+    """Step mode: wait before training ``trial_id`` until the run folder's go-ahead file
+    (:data:`engine.search.worker.CONTINUE`) names it, or the run is stopped. The budget clock
+    stands still meanwhile, so a class can take its time. True when the trial may start."""
+    from engine.search.worker import CONTINUE
+
+    go_ahead = ctx.folder.root / CONTINUE
+    ctx.emit("waiting", trial_id=trial_id, parent_id=str(proposal.ancestor_id), proposal=proposal.to_dict(),
+             elapsed_s=ctx.elapsed())
+    t0 = time.monotonic()
+    while not ctx.stop.is_set():
+        try:
+            if go_ahead.read_text().strip() == trial_id:
+                break
+        except OSError:
+            pass  # not written yet
+        ctx.stop.wait(STEP_POLL_S)
+    paused = time.monotonic() - t0
+    ctx.clock.t0 += paused  # the budget clock stood still
+    ctx.state["paused_s"] = round(float(ctx.state.get("paused_s", 0.0)) + paused, 3)
+    ctx.emit("continued", trial_id=trial_id, elapsed_s=ctx.elapsed(), stopped=ctx.stop.is_set())
+    return not ctx.stop.is_set()
