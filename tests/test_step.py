@@ -13,7 +13,7 @@ import pytest
 
 from engine.search.config import SearchConfig
 from engine.search.monitor import RunMonitor
-from engine.search.worker import CONTINUE
+from engine.search.folder import GO_AHEAD
 from tests.helpers import FakeTrainer
 
 FAKE_SEARCH = [sys.executable, "-m", "tests.fake_worker", "search"]
@@ -55,7 +55,7 @@ def test_the_loop_waits_for_each_go_ahead_without_spending_budget_and_a_stop_end
     def on_event(event: dict) -> None:
         events.append(event)
         if event["type"] == "waiting" and event["trial_id"] == "1":  # a class thinks, then presses Continue
-            later(lambda: (out / CONTINUE).write_text("1"))
+            later(lambda: (out / GO_AHEAD).write_text("1"))
         elif event["type"] == "waiting":  # at the next one, Stop
             later(stop.set)
 

@@ -34,11 +34,11 @@ from typing import Any
 from engine.errors import SproutError
 from engine.files import atomic_write
 from engine.search import machine
-from engine.search.folder import RunFolder, is_run_folder
+from engine.search.folder import GO_AHEAD, RunFolder, is_run_folder
 from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, interrupted_message, snapshot_from_disk
 from engine.search.race import race_configs
 from engine.search.status import FINISHED, RunStatus
-from engine.search.worker import CONTINUE, EVENTS, LOG
+from engine.search.worker import EVENTS, LOG
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Registry:
         waiting = self.snapshot(run_id).get("waiting")
         if not waiting or self.worker_pid(run_id) is None:
             raise SproutError(f"run {run_id} is not waiting for Continue")
-        atomic_write(self.runs_root / run_id / CONTINUE, lambda tmp: tmp.write_text(str(waiting["trial_id"])))
+        atomic_write(self.runs_root / run_id / GO_AHEAD, lambda tmp: tmp.write_text(str(waiting["trial_id"])))
 
     def resume(self, run_id: str) -> str:
         """Continue a run on disk that was interrupted (its process killed, a server restart)."""
@@ -373,7 +373,7 @@ class Registry:
     def _launch(self, job: _Job) -> None:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         (job.run_dir / EVENTS).unlink(missing_ok=True)
-        (job.run_dir / CONTINUE).unlink(missing_ok=True)  # a go-ahead of an earlier session is no longer meant
+        (job.run_dir / GO_AHEAD).unlink(missing_ok=True)  # a go-ahead of an earlier session is no longer meant
         args = [*self.worker, str(job.run_dir), str(job.data_source or ""), json.dumps(job.config.to_dict())]
         if job.resume:
             args.append("--resume")

@@ -49,7 +49,7 @@ from engine.search import plan
 from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.final import FINAL_SHARE, final_epochs, finish
-from engine.search.folder import RUN_FORMAT, RunFolder
+from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
 from engine.search.prepare import device_name, prepare_data, run_recipe
 from engine.search.status import Phase, TrialStatus
@@ -325,11 +325,9 @@ STEP_POLL_S = 0.1  # how often a search in step mode looks for the go-ahead
 
 def wait_to_go_on(ctx: RunContext, trial_id: str, proposal) -> bool:
     """Step mode: wait before training ``trial_id`` until the run folder's go-ahead file
-    (:data:`engine.search.worker.CONTINUE`) names it, or the run is stopped. The budget clock
+    (:data:`engine.search.folder.GO_AHEAD`) names it, or the run is stopped. The budget clock
     stands still meanwhile, so a class can take its time. True when the trial may start."""
-    from engine.search.worker import CONTINUE
-
-    go_ahead = ctx.folder.root / CONTINUE
+    go_ahead = ctx.folder.root / GO_AHEAD
     ctx.emit("waiting", trial_id=trial_id, parent_id=str(proposal.ancestor_id), proposal=proposal.to_dict(),
              elapsed_s=ctx.elapsed())
     t0 = time.monotonic()

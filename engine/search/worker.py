@@ -7,9 +7,6 @@ JSON line to ``RUN_DIR/.events.jsonl`` (the server's supervisor thread reads the
 snapshot the pages show). The file names start with a dot: a new run folder may hold them
 (``RunFolder.check_new`` ignores dot files).
 
-Step mode: before each proposed trial the loop waits until ``RUN_DIR/.continue`` names that
-trial (the registry writes it when Continue is pressed); a stop ends the wait too.
-
 Signals: the first SIGTERM or SIGINT stops the search as the Stop button does (the trial in
 flight ends within one batch; the best network so far is tested and saved). A worker whose
 server has gone (its parent changed) leaves at once, without saving: the run is then
@@ -28,8 +25,6 @@ from pathlib import Path
 
 EVENTS = ".events.jsonl"
 LOG = ".worker.log"
-#: step mode: the server writes here the id of the trial that may start (engine.search.loop.wait_to_go_on)
-CONTINUE = ".continue"
 PARENT_CHECK_S = 0.5
 BATCH_EVERY_S = 0.2        # batch events are sent at most this often (a file line each)
 EXIT_ORPHANED = 70         # the exit status of a worker whose server went away
