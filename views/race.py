@@ -50,7 +50,12 @@ def chosen_race() -> list[dict]:
     if found and (current is not None or not ids):
         if current is not None and st.session_state.get("race_picker") != current:
             st.session_state["race_picker"] = current  # a race started here since the last pick
-        pick = st.selectbox("Race", list(found), format_func=lambda race: _race_label(found[race]), key="race_picker")
+
+        def picked() -> None:
+            st.session_state[RACE_KEY] = list(found[st.session_state["race_picker"]])
+
+        pick = st.selectbox("Race", list(found), format_func=lambda race: _race_label(found[race]), key="race_picker",
+                            on_change=picked)
         ids = st.session_state[RACE_KEY] = list(found[pick])
     return [s for s in (_snapshot(i) for i in ids or []) if s]
 

@@ -327,10 +327,9 @@ def wait_to_go_on(ctx: RunContext, trial_id: str, proposal) -> bool:
     """Step mode: wait before training ``trial_id`` until the run folder's go-ahead file
     (:data:`engine.search.folder.GO_AHEAD`) names it, or the run is stopped. The budget clock
     stands still meanwhile, so a class can take its time. True when the trial may start."""
-    go_ahead = ctx.folder.root / GO_AHEAD
+    go_ahead, t0 = ctx.folder.root / GO_AHEAD, time.monotonic()
     ctx.emit("waiting", trial_id=trial_id, parent_id=str(proposal.ancestor_id), proposal=proposal.to_dict(),
              elapsed_s=ctx.elapsed())
-    t0 = time.monotonic()
     while not ctx.stop.is_set():
         try:
             if go_ahead.read_text().strip() == trial_id:
