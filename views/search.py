@@ -159,7 +159,8 @@ def status_row(snap: dict) -> None:
     kind, detail = device_parts(snap.get("device"))
     c4.metric("Device", kind, delta=detail, delta_color="off", delta_arrow="off", help=snap.get("device"))
     if budget and is_active(snap):
-        st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left")
+        st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left"
+                    + (" · paused until Continue" if snap.get("waiting") else ""))
     recipe = snap.get("recipe")
     if recipe and recipe.get("reasons"):
         with st.expander("How each network is trained (chosen from your images)", icon=":material/tune:"):
