@@ -8,7 +8,7 @@ from engine.errors import SproutError
 from engine.figures.race import race_figure
 from engine.figures.style import fmt_duration, ok_trials
 from engine.figures.tree import tree_figure
-from engine.search.labels import run_label
+from engine.search.labels import SEPARATOR, data_name, run_time
 from engine.search.race import outcome, races
 from views.common import (
     chosen_size, data_label, empty_state, get_state, go, is_active, list_runs, load_report, registry, set_state,
@@ -37,15 +37,21 @@ def _snapshot(run_id: str) -> dict | None:
         return None
 
 
-def _race_label(ids: list[str]) -> str:
-    snaps = [_snapshot(i) or {"run_id": i} for i in ids]
-    return run_label(snaps[0]) + "".join(f" against {s.get('searcher') or 'another'}" for s in snaps[1:])
+def _race_label(runs: list[dict]) -> str:
+    """A race in words that stay the same while it runs (a select box's options must not change):
+    when it started, the data, the two searchers."""
+    first = runs[0]
+    words = [run_time({"run_id": first["run_id"]}), data_name(first.get("data_source")),
+             " against ".join(str(r.get("searcher") or "?") for r in runs)]
+    return SEPARATOR.join(w for w in words if w)
 
 
 def chosen_race() -> list[dict]:
     """The snapshots of the race on show: this tab's last one (or one picked), else the newest."""
     ids = st.session_state.get(RACE_KEY)
-    found = dict(races(list_runs()))
+    listing = list_runs()
+    by_id = {r["run_id"]: r for r in listing}
+    found = dict(races(listing))
     current = next((race for race, runs in found.items() if runs == ids), None)
     if found and (current is not None or not ids):
         if current is not None and st.session_state.get("race_picker") != current:
@@ -54,8 +60,8 @@ def chosen_race() -> list[dict]:
         def picked() -> None:
             st.session_state[RACE_KEY] = list(found[st.session_state["race_picker"]])
 
-        pick = st.selectbox("Race", list(found), format_func=lambda race: _race_label(found[race]), key="race_picker",
-                            on_change=picked)
+        pick = st.selectbox("Race", list(found), key="race_picker", on_change=picked,
+                            format_func=lambda race: _race_label([by_id[i] for i in found[race]]))
         ids = st.session_state[RACE_KEY] = list(found[pick])
     return [s for s in (_snapshot(i) for i in ids or []) if s]
 
