@@ -47,7 +47,7 @@ def test_the_loop_waits_for_each_go_ahead_without_spending_budget_and_a_stop_end
     from engine.search.loop import run_search
 
     out, stop, events = tmp_path / "run", threading.Event(), []
-    pause_s = 0.8
+    pause_s = 0.5
 
     def later(action) -> None:
         threading.Timer(pause_s, action).start()
