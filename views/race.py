@@ -121,6 +121,8 @@ def runner_column(snap: dict, colour: str, index: int) -> None:
     best = (snap.get("best") or {}).get("val_accuracy")
     st.subheader(f":{colour}[{snap.get('searcher')}]", anchor=False)
     st.caption(status_words(snap))
+    if snap.get("status") == "failed" and snap.get("error"):
+        st.error(snap["error"], icon=":material/error:")
     m1, m2 = st.columns(2)
     m1.metric("Networks trained", len(trials))
     m2.metric("Best validation accuracy", f"{best:.1%}" if best is not None else "–")
@@ -139,6 +141,9 @@ def live() -> None:
     result = outcome(*fresh)
     if result is not None:
         st.success(f":material/emoji_events: **{result['text']}**", icon=":material/sports_score:")
+    elif not any(is_active(s) for s in fresh):
+        st.warning("No winner: a searcher ended without a trained network (its reason is below).",
+                   icon=":material/warning:")
     elif any(is_active(s) for s in fresh):
         elapsed = max(float(s.get("elapsed_s") or 0) for s in fresh)
         head, stop = st.columns([5, 1], vertical_alignment="center")
