@@ -78,6 +78,8 @@ def test_the_race_chart_draws_each_searchers_best_so_far_on_one_axis():
     assert list(lines["bayesian"].y) == [0.5, 0.7, 0.7, 0.7], "best so far, held to the run's time now"
     assert list(lines["bayesian"].x) == [1.0, 2.0, 3.0, 3.5] and list(lines["random"].x) == [1.0, 2.0, 2.5]
     assert lines["bayesian"].line.color != lines["random"].line.color
+    lo, hi = fig.layout.yaxis.range
+    assert 0 <= lo < 0.4 and 0.7 < hi <= 1.02, "the accuracy axis spans the curves, not below 0 or above 100%"
     empty = race_figure(_snap("bayesian", []), _snap("random", []))
     assert not empty.data and "drawn here" in empty.layout.annotations[0].text
 
@@ -164,6 +166,7 @@ def test_the_race_page_shows_two_trees_one_comparison_chart_and_the_winner(monke
     for key in ("race_tree_0", "race_tree_1"):
         nodes = [t for t in charts[key]["data"] if t.get("name") == "trained"]
         assert len(nodes[0]["customdata"]) == 3, "each tree holds its run's three networks"
-    assert [h.value for h in at.subheader][-2:] == [":green[bayesian]", ":orange[random]"]
-    assert at.button(key="race_start"), "a new race can start once this one is over"
+    heads = [h.value for h in at.subheader]
+    assert heads.index(":green[bayesian]") + 1 == heads.index(":orange[random]"), heads
+    assert heads[-1] == "Start another race" and at.button(key="race_start"), "a new race once this one is over"
     st.cache_resource.clear()

@@ -77,6 +77,8 @@ def start_form() -> None:
         st.error(f"These images cannot be used: {exc}", icon=":material/error:")
         return
     with st.container(border=True):
+        if snaps:
+            st.subheader("Start another race", anchor=False)
         st.caption(f"Racing on {data_label(token, report)}, resized to {report['image_size']}×{report['image_size']} "
                    "pixels.")
         c1, c2 = st.columns([2, 3])
@@ -110,9 +112,8 @@ def start_form() -> None:
 
 snaps = chosen_race()
 racing = any(is_active(s) for s in snaps)
-if not racing:
-    start_form()
 if len(snaps) != 2:
+    start_form()
     st.stop()
 
 
@@ -164,3 +165,5 @@ def live() -> None:
 
 
 live()
+if not racing:
+    start_form()  # under the race on show

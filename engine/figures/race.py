@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.figures.style import AMBER, GREEN, GREY, GRID, apply_layout, empty_figure, ok_trials
+from engine.figures.style import AMBER, GREEN, GREY, GRID, accuracy_range, apply_layout, empty_figure, ok_trials
 
 RACE_COLOURS = (GREEN, AMBER)  # the first runner (the smart searcher), then its rival
 
@@ -42,5 +42,7 @@ def race_figure(first: dict, second: dict, height: int = 340) -> go.Figure:
         fig.add_vline(x=budget / 60, line=dict(color=GREY, dash="dot"), annotation_text="budget",
                       annotation_position="top left")
     fig.update_xaxes(title="minutes since start", gridcolor=GRID, rangemode="tozero")
-    fig.update_yaxes(title="best validation accuracy so far", tickformat=".0%", gridcolor=GRID)
+    lo, hi = accuracy_range([v for _, best, _ in curves for v in best])
+    fig.update_yaxes(title="best validation accuracy so far", tickformat=".0%", gridcolor=GRID,
+                     range=[max(0.0, lo - 0.05), min(1.02, hi + 0.05)])
     return apply_layout(fig, height=height, legend=dict(orientation="h", y=-0.3), uirevision="race")
