@@ -141,7 +141,8 @@ def live() -> None:
         st.rerun()  # the race ended: redraw the whole page, the start form included
     result = outcome(*fresh)
     if result is not None:
-        st.success(f":material/emoji_events: **{result['text']}**", icon=":material/sports_score:")
+        trophy = ":material/emoji_events:" if result["winner"] is not None else ":material/handshake:"
+        st.success(f"{trophy} **{result['text']}**", icon=":material/sports_score:")
     elif not any(is_active(s) for s in fresh):
         st.warning("No winner: a searcher ended without a trained network (its reason is below).",
                    icon=":material/warning:")
