@@ -110,6 +110,10 @@ def test_a_race_starts_both_runs_at_once_in_one_place_each_on_half_the_cores(tmp
         pids = [registry.worker_pid(first), registry.worker_pid(second)]
         assert all(pids), "both runs of the race started, though one place is free"
         assert registry.queue() == [later], "the race takes the one place: a plain search waits"
+        end = time.monotonic() + 30
+        while any(registry.snapshot(r)["status"] != "running" for r in (first, second)):
+            assert time.monotonic() < end, "the workers did not start"  # exec'd: /proc shows their own command
+            time.sleep(0.05)
         configs = [json.loads(_proc_args(pid)[-1]) for pid in pids]
         assert [c["searcher"] for c in configs] == ["bayesian", "random"]
         assert configs[0]["race"] == configs[1]["race"] and configs[0]["seed"] == configs[1]["seed"] == 5
