@@ -5,6 +5,9 @@
   waits until the run folder holds a file named ``release`` (then finishes "done") or a
   SIGTERM comes (then finishes "stopped"). Starts in a fraction of a second: for the queue.
 - ``deaf``: as ``hold``, but ignores SIGTERM (a worker that does not answer a stop).
+- ``quick``: no TensorFlow, no training: a whole search told in events within a second (three
+  networks, a final test), with accuracies that depend on the searcher (:data:`QUICK_ACCURACY`):
+  for pages that show finished runs, such as a race.
 - ``search``: the real worker with :class:`tests.helpers.FakeTrainer` in place of training
   (``FAKE_EPOCH_S`` seconds per epoch): real run folders, real resume, no real training.
 """
@@ -37,6 +40,35 @@ def hold(run_dir: Path, deaf: bool = False) -> int:
     return 0
 
 
+QUICK_ACCURACY = {"bayesian": 0.9, "bfs": 0.84, "random": 0.8}  # each run's best; its test accuracy too
+
+
+def quick(run_dir: Path, config: dict) -> int:
+    import numpy as np
+
+    from engine.nas.architecture import seed_architecture
+    from engine.nas.morphism import random_morph
+    from engine.search.worker import EVENTS, EventWriter
+
+    searcher = config.get("searcher", "random")
+    best = QUICK_ACCURACY[searcher]
+    emit = EventWriter(run_dir / EVENTS)
+    emit({"type": "started", "searcher": searcher, "device": "CPU (fake)", "class_names": ["a", "b"],
+          "image_size": 8, "channels": 1, "budget_s": config.get("budget_s"), "elapsed_s": 0.0})
+    arch, rng = seed_architecture((8, 8, 1), 2), np.random.default_rng(0)
+    for k, acc in enumerate((best - 0.2, best - 0.1, best)):
+        if k:
+            arch = random_morph(arch, rng) or arch
+        emit({"type": "trial_finished", "trial": {
+            "id": str(k), "parent_id": str(k - 1) if k else None, "status": "ok", "val_accuracy": acc,
+            "operations": [], "finished_s": 10.0 * (k + 1), "architecture": arch.to_dict()}})
+        time.sleep(0.05)
+    final = {"test_accuracy": best, "per_class": {}, "confusion": [], "misclassified": []}
+    emit({"type": "final", "final": final, "files": {"keras": None, "labels": None}})
+    emit({"type": "finished", "summary": {"status": "done", "wall_s": 30.0, "final": final}})
+    return 0
+
+
 def search(argv: list[str]) -> int:
     from engine.search import worker
     from engine.training import trainer
@@ -52,5 +84,7 @@ if __name__ == "__main__":
         sys.exit(hold(Path(rest[0]), deaf=mode == "deaf"))
     if mode == "search":
         sys.exit(search(rest))
-    print(f"expected a mode, hold or search; received {json.dumps(mode)}", file=sys.stderr)
+    if mode == "quick":
+        sys.exit(quick(Path(rest[0]), json.loads(rest[2])))
+    print(f"expected a mode, hold, deaf, quick or search; received {json.dumps(mode)}", file=sys.stderr)
     sys.exit(2)

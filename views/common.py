@@ -30,6 +30,7 @@ PAGES = {
     "search": "views/search.py",
     "results": "views/results.py",
     "try": "views/try_it.py",
+    "race": "views/race.py",
     "how": "views/how.py",
 }
 STATE_KEYS = ("data", "run", "size")

@@ -79,6 +79,10 @@ def start_form() -> None:
             parallel = st.number_input("Parallel trials", min_value=0, max_value=16, value=0, key="parallel",
                                        help="How many networks train at once. 0 (the default) chooses: one per GPU, "
                                             "else one (on a CPU one network already uses every core).")
+            step = st.checkbox("Step mode: pause before each network", key="step",
+                               help="For a class: the search stops before training each network it chose and "
+                                    "shows its prediction, so everyone can guess first; Continue trains it. "
+                                    "The budget clock stands still while it waits.")
         device_line(snap.get("device") if snap else None)
         clicked = start_button()
     try:
@@ -97,7 +101,7 @@ def start_form() -> None:
                                   image_size=int(report["image_size"]) if start == "none" else chosen_size(),
                                   max_epochs=int(epochs) or None,
                                   pretrained=weights.strip() if start == "file" else start,
-                                  workers=int(parallel) or None)
+                                  workers=int(parallel) or None, step=bool(step))
             try:
                 run_id = registry().start(source_of(token), config)
             except SproutError as exc:
@@ -177,7 +181,8 @@ def status_row(snap: dict) -> None:
     kind, detail = device_parts(snap.get("device"))
     c4.metric("Device", kind, delta=detail, delta_color="off", delta_arrow="off", help=snap.get("device"))
     if budget and is_active(snap):
-        st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left")
+        st.progress(min(1.0, elapsed / budget), text=f"{fmt_duration(max(0.0, budget - elapsed))} left"
+                    + (" · paused until Continue" if snap.get("waiting") else ""))
     recipe = snap.get("recipe")
     if recipe and recipe.get("reasons"):
         with st.expander("How each network is trained (chosen from your images)", icon=":material/tune:"):
@@ -270,6 +275,31 @@ def _flight_card(flight: dict) -> None:
             st.markdown(f":material/lightbulb: **Why this one?** {prop.get('reason') or ''}  \n" + " · ".join(bits))
 
 
+def waiting_card(snap: dict) -> None:
+    """Step mode: the network chosen next, its prediction, and Continue (which trains it)."""
+    waiting = snap.get("waiting")
+    if not waiting or not is_active(snap):
+        return
+    prop = waiting.get("proposal") or {}
+    with st.container(border=True):
+        what = describe_all(prop.get("operations"), none="")
+        st.markdown(f"**Next: network #{waiting.get('trial_id')}** · grown from #{waiting.get('parent_id')}"
+                    + (f": {what}" if what else ""))
+        if prop.get("mean") is not None:
+            st.markdown(f":material/psychology: The model predicts **{prop['mean']:.1%} ± "
+                        f"{(prop.get('sigma') or 0):.1%}** validation accuracy. What do you think?")
+        else:
+            st.markdown(":material/casino: This searcher makes no prediction. What do you think it will reach?")
+        if prop.get("reason"):
+            st.markdown(f":material/lightbulb: **Why this one?** {prop['reason']}")
+        go_on, note = st.columns([1, 4], vertical_alignment="center")
+        if go_on.button("Continue", type="primary", icon=":material/skip_next:", key="continue",
+                        help="Trains this network; the search then pauses before the next one"):
+            _control(lambda: registry().continue_step(snap["run_id"]))
+        note.caption(":material/pause: Step mode: the search waits here, and the budget clock stands still "
+                     "until you press Continue.")
+
+
 def network_panel(snap: dict, trial_id: str | None) -> None:
     trial = trial_by_id(snap, trial_id)
     if trial is None:
@@ -310,6 +340,7 @@ def live() -> None:
     if active and not is_active(snap):
         st.rerun()  # the run ended: redraw the whole page in its final state
     status_row(snap)
+    waiting_card(snap)
     in_flight_card(snap)
 
     trials = snap.get("trials", [])

@@ -21,4 +21,5 @@ One theme per module; import from the module:
 - :mod:`engine.figures.results`: confusion matrix, per-class scores, class counts, top
   predictions;
 - :mod:`engine.figures.network`: one network as Graphviz DOT (``network_dot``).
+- :mod:`engine.figures.race`: two runs of a race, their best so far on one chart (``race_figure``).
 """

@@ -27,6 +27,8 @@ class SearchConfig:
     workers: int | None = None         # trials at once (None: one per GPU, else 1; engine.search.executor)
     executor: str = "local"            # "local" (worker processes) | "ray" (Ray tasks)
     ray_address: str | None = None     # a Ray cluster's address (None: a local Ray instance)
+    step: bool = False                 # step mode: wait before each proposed trial until told to go on
+    race: str | None = None            # the race id shared by the two runs of a race (engine.search.race)
 
     def to_dict(self) -> dict:
         return asdict(self)

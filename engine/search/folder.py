@@ -46,6 +46,7 @@ DATASET = "dataset.json"
 SUMMARY = "summary.json"
 MODEL = "best_model.keras"
 RUN_FORMAT = "sprout-run/1"
+GO_AHEAD = ".continue"  # step mode: the server writes the id of the trial that may start (loop.wait_to_go_on)
 
 
 def append_jsonl(path: Path, record: dict) -> None:

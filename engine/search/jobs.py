@@ -32,9 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import SproutError
+from engine.files import atomic_write
 from engine.search import machine
-from engine.search.folder import RunFolder, is_run_folder
+from engine.search.folder import GO_AHEAD, RunFolder, is_run_folder
 from engine.search.monitor import RunMonitor, _disk_key, _disk_listing, interrupted_message, snapshot_from_disk
+from engine.search.race import race_configs
 from engine.search.status import FINISHED, RunStatus
 from engine.search.worker import EVENTS, LOG
 
@@ -70,9 +72,9 @@ class _Job:
         self.offset, self.partial = 0, b""
         self.stop_at: float | None = None
         self.memory_note: str | None = None
-        self.killed = False
-        self.rss_at = 0.0
+        self.killed, self.rss_at = False, 0.0
         self.done = threading.Event()
+        self.race = getattr(config, "race", None)  # a race's two runs share one place (slot)
 
     @property
     def running(self) -> bool:
@@ -128,6 +130,18 @@ class Registry:
             self._ensure_supervisor()
         self._wake.set()
         return run_id
+
+    def start_race(self, data_dir: Path, config, rival: str) -> tuple[str, str]:
+        """Queue two searches of ``data_dir`` differing only in their searcher (engine.search.race): they
+        start together in one place of ``max_active``, each with half its cores (the second joins the first's)."""
+        return tuple(self.start(data_dir, c) for c in race_configs(config, rival))
+
+    def continue_step(self, run_id: str) -> None:
+        """Let a search in step mode train the network it waits with (engine.search.loop.wait_to_go_on)."""
+        waiting = self.snapshot(run_id).get("waiting")
+        if not waiting or self.worker_pid(run_id) is None:
+            raise SproutError(f"expected run {run_id} to wait for Continue; it is not waiting")
+        atomic_write(self.runs_root / run_id / GO_AHEAD, lambda tmp: tmp.write_text(str(waiting["trial_id"])))
 
     def resume(self, run_id: str) -> str:
         """Continue a run on disk that was interrupted (its process killed, a server restart)."""
@@ -251,7 +265,7 @@ class Registry:
                                "searcher": s.get("searcher"), "n_trials": len(s["trials"]),
                                "data_source": s.get("data_source"), "class_names": list(s["class_names"]),
                                "test_accuracy": (s["final"] or {}).get("test_accuracy"), "live": True,
-                               "queue_position": s.get("queue_position")}
+                               "queue_position": s.get("queue_position"), "race": s.get("race")}
         if self.runs_root.is_dir():
             for folder in self.runs_root.iterdir():
                 if folder.name in out or not RUN_ID_RE.match(folder.name) or not is_run_folder(folder):
@@ -339,14 +353,15 @@ class Registry:
         self._wake.set()
 
     def _dispatch(self) -> None:
-        """Start queued runs while there is room (the lock is held)."""
+        """Start queued runs while there is room (the lock is held); a race's second run joins the first's slot."""
         while self._queue and not self._closed:
             running = [j for j in self._jobs.values() if j.running]
-            if len(running) >= self.max_active:
+            job, used = self._jobs[self._queue[0]], {j.slot for j in running}
+            partner = [j for j in running if job.race and j.race == job.race]
+            if not partner and len(used) >= self.max_active:
                 break
-            job = self._jobs[self._queue.pop(0)]
-            used = {j.slot for j in running}
-            job.slot = min(s for s in range(self.max_active + 1) if s not in used)
+            self._queue.pop(0)
+            job.slot = partner[0].slot if partner else min(s for s in range(self.max_active + 1) if s not in used)
             self._launch(job)
         self._number_queue()
 
@@ -358,6 +373,7 @@ class Registry:
     def _launch(self, job: _Job) -> None:
         job.run_dir.mkdir(parents=True, exist_ok=True)
         (job.run_dir / EVENTS).unlink(missing_ok=True)
+        (job.run_dir / GO_AHEAD).unlink(missing_ok=True)  # a go-ahead of an earlier session is no longer meant
         args = [*self.worker, str(job.run_dir), str(job.data_source or ""), json.dumps(job.config.to_dict())]
         if job.resume:
             args.append("--resume")
@@ -367,7 +383,7 @@ class Registry:
             with open(job.run_dir / LOG, "ab") as out:
                 # a session of its own: a Ctrl-C meant for the server does not reach the search
                 job.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                            env=machine.worker_env(job.slot, self.max_active),
+                                            env=machine.worker_env(job.slot, self.max_active, 2 if job.race else 1),
                                             start_new_session=True)
         except OSError as exc:
             job.monitor.set_status(RunStatus.FAILED, f"the search process could not start ({exc})")

@@ -14,6 +14,9 @@ thread; exceptions it raises are logged and ignored). ``type`` is one of:
   image_size, channels, n_train, n_val, n_test, resumed, created
 - ``"phase"``: ``phase`` ("seed" | "search" | "final")
 - ``"log"``: ``message`` (one line for people)
+- ``"waiting"`` (step mode): ``trial_id``, ``parent_id``, ``proposal`` (dict), ``elapsed_s``: the
+  search waits for the server's go-ahead (:func:`wait_to_go_on`); ``"continued"``: ``trial_id``,
+  ``elapsed_s``, ``stopped`` (the wait is over; the budget clock stood still while it lasted)
 - ``"trial_started"``: ``trial_id``, ``parent_id``, ``max_epochs``, ``proposal`` (dict | None)
 - ``"epoch"``: ``trial_id``, ``epoch`` (1-based count done), ``logs``
 - ``"batch"``: ``trial_id``, ``batch`` (1-based count done), ``n_batches``
@@ -49,7 +52,7 @@ from engine.search.context import Clock, Events, RunContext
 from engine.search.executor import open_executor
 from engine.search.executor_loop import run_in_parallel
 from engine.search.final import FINAL_SHARE, final_epochs, finish
-from engine.search.folder import RUN_FORMAT, RunFolder
+from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
 from engine.search.prepare import device_name, prepare_data, run_recipe
 from engine.search.status import Phase, TrialStatus
@@ -103,7 +106,8 @@ def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfi
             _seed_phase(ctx, runner)
         if any(t.score is not None for t in runner.trials) and not stop.is_set():
             # Workers start after the seed network: their start-up (TensorFlow's import) would slow it.
-            executor = open_executor(config, ctx.train_data)  # None: one trial at a time, in this process
+            # Step mode shows one prediction at a time, so it trains one network at a time.
+            executor = None if config.step else open_executor(config, ctx.train_data)  # None: in this process
             _search_phase(ctx, runner, executor)
     finally:
         if executor is not None:
@@ -281,6 +285,8 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
         if step is None:
             break
         arch, proposal, n, deadline = step
+        if ctx.config.step and not wait_to_go_on(ctx, str(runner.next_id), proposal):
+            break
         record = runner.train(arch, proposal.ancestor_id, list(proposal.operations), proposal, n, deadline)
         runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
         if runner.failures >= MAX_CONSECUTIVE_FAILURES:
@@ -342,3 +348,27 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             n = max_epochs(ctx)
         return arch, proposal, n, deadline
     return None
+
+
+STEP_POLL_S = 0.1  # how often a search in step mode looks for the go-ahead
+
+
+def wait_to_go_on(ctx: RunContext, trial_id: str, proposal) -> bool:
+    """Step mode: wait before training ``trial_id`` until the run folder's go-ahead file
+    (:data:`engine.search.folder.GO_AHEAD`) names it, or the run is stopped. The budget clock
+    stands still meanwhile, so a class can take its time. True when the trial may start."""
+    go_ahead, t0 = ctx.folder.root / GO_AHEAD, time.monotonic()
+    ctx.emit("waiting", trial_id=trial_id, parent_id=str(proposal.ancestor_id), proposal=proposal.to_dict(),
+             elapsed_s=ctx.elapsed())
+    while not ctx.stop.is_set():
+        try:
+            if go_ahead.read_text().strip() == trial_id:
+                break
+        except OSError:
+            pass  # not written yet
+        ctx.stop.wait(STEP_POLL_S)
+    paused = time.monotonic() - t0
+    ctx.clock.t0 += paused  # the budget clock stood still
+    ctx.state["paused_s"] = round(float(ctx.state.get("paused_s", 0.0)) + paused, 3)
+    ctx.emit("continued", trial_id=trial_id, elapsed_s=ctx.elapsed(), stopped=ctx.stop.is_set())
+    return not ctx.stop.is_set()

@@ -82,11 +82,12 @@ def rss_mb(pid: int) -> float | None:
     return int(match.group(1)) / 1024 if match else None
 
 
-def worker_env(slot: int, active: int, base: dict | None = None) -> dict:
+def worker_env(slot: int, active: int, share: int = 1, base: dict | None = None) -> dict:
     """The environment of the search process in ``slot`` (0-based, < active): its share of
-    the cores as TensorFlow's thread pools, and its own GPU where there are several."""
+    the cores as TensorFlow's thread pools, and its own GPU where there are several. ``share``
+    processes split one slot's cores (2 for the two runs of a race; they share its GPU)."""
     env = dict(os.environ if base is None else base)
-    threads = str(max(1, cpu_count() // max(1, active)))
+    threads = str(max(1, cpu_count() // max(1, active) // max(1, share)))
     for name in ("SPROUT_INTRA_OP_THREADS", "OMP_NUM_THREADS"):
         env.setdefault(name, threads)
     gpus = gpu_count()

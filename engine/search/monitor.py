@@ -51,6 +51,7 @@ class RunMonitor:
             "created": None, "run_dir": str(run_dir), "data": None, "recipe": None,
             "data_source": str(data_source) if data_source is not None else None,
             "queue_position": None, "stopping": False,
+            "step": bool(getattr(config, "step", False)), "race": getattr(config, "race", None), "waiting": None,
         }
 
     # ----- events (called from the run's thread) ------------------------------------------
@@ -99,6 +100,17 @@ class RunMonitor:
         }
         self.snap["flying"].append(self.snap["in_flight"])
 
+    def _on_waiting(self, e: dict) -> None:
+        """Step mode: the search waits for Continue; its budget clock stands still meanwhile."""
+        self.snap["waiting"] = {"trial_id": e.get("trial_id"), "parent_id": e.get("parent_id"),
+                                "proposal": copy.deepcopy(e.get("proposal"))}
+        self.snap["elapsed_s"] = float(e.get("elapsed_s") or self.snap["elapsed_s"])
+        self._clock = None
+
+    def _on_continued(self, e: dict) -> None:
+        self.snap["waiting"] = None
+        self._clock = (float(e.get("elapsed_s") or self.snap["elapsed_s"]), time.monotonic())
+
     def _on_epoch(self, e: dict) -> None:
         f = self._flight(e["trial_id"])
         if f is not None:
@@ -139,6 +151,7 @@ class RunMonitor:
         self.snap["limits"] = dict(e["limits"])
 
     def _on_final(self, e: dict) -> None:
+        self.snap["waiting"] = None
         self.snap["final"] = copy.deepcopy(e["final"])
         self.snap["files"] = dict(e["files"])
         self.snap["in_flight"], self.snap["flying"] = None, []
@@ -167,7 +180,7 @@ class RunMonitor:
             self.snap["error"] = error
             self._log(f"error: {error}")
         if status not in ACTIVE:
-            self.snap["in_flight"], self.snap["flying"] = None, []
+            self.snap["in_flight"], self.snap["flying"], self.snap["waiting"] = None, [], None
             if self._clock is not None:
                 self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
             self._clock = None
@@ -239,7 +252,7 @@ def snapshot_from_disk(run_dir: Path, run_id: str | None = None) -> dict:
                          data_source=state.get("data_source") or dataset.get("source"))
     m = monitor.snap
     m.update(searcher=config.get("searcher"), budget_s=config.get("budget_s"), device=state.get("device"),
-             recipe=state.get("recipe"),
+             recipe=state.get("recipe"), step=bool(config.get("step")), race=config.get("race"),
              created=state.get("created"), class_names=dataset.get("class_names", []),
              image_size=dataset.get("image_size"), channels=dataset.get("channels"),
              phase=state.get("phase") if state.get("phase") in WORKING_PHASES else None,
@@ -293,7 +306,7 @@ def _disk_listing(folder: RunFolder) -> dict:
     return {"run_id": folder.root.name, "status": status, "created": state.get("created"),
             "best_val_accuracy": best, "searcher": (state.get("config") or {}).get("searcher"),
             "data_source": state.get("data_source"), "class_names": class_names,
-            "n_trials": (summary or {}).get("n_trials"),
+            "n_trials": (summary or {}).get("n_trials"), "race": (state.get("config") or {}).get("race"),
             "test_accuracy": (summary or {}).get("test_accuracy"), "live": False}
 
 
