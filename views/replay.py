@@ -59,6 +59,9 @@ st.html('<p class="sprout-hero">Watch a finished search again, as it happened: d
         "Play. Every network, every prediction and every choice appears when it did.</p>")
 
 choices = run_choices()
+wanted = st.session_state.get(PICK)
+if wanted and wanted not in choices and is_replayable(snapshot(wanted)):  # finished seconds ago: not listed yet
+    choices[wanted] = run_label(snapshot(wanted))
 if not choices:
     st.info("Finished searches can be replayed here. Start one on the Search page.", icon=":material/replay:")
     st.stop()
