@@ -13,7 +13,7 @@ from engine.nas import edits as E
 from engine.nas.architecture import seed_architecture
 from engine.nas.distance import edit_distance
 from engine.nas.morphism import MORPHISMS
-from engine.search.replay import duration, epochs_done, is_replayable, moments, snapshot_at
+from engine.search.replay import duration, epochs_done, is_replayable, moments, snapshot_at, trials_so_far
 from tests.helpers import random_architectures
 from tests.test_figures import make_snapshot
 
@@ -62,6 +62,10 @@ def test_the_trial_in_flight_has_its_epochs_so_far_and_its_proposal():
     assert flight["proposal"]["mean"] == 0.80 and flight["proposal"]["reason"] == "high predicted accuracy"
     assert flight["proposal"]["operations"] == snap["trials"][3]["operations"]
     assert snapshot_at(snap, 0.0)["in_flight"]["proposal"] is None  # a seed network: nothing predicted
+    past = snapshot_at(snap, 81.0)
+    drawn = trials_so_far(past)
+    assert [t["id"] for t in drawn] == ["0", "1", "2", "3"] and drawn[-1]["status"] == "training"
+    assert trials_so_far(snapshot_at(snap, 60.5)) == snapshot_at(snap, 60.5)["trials"]  # no epoch ended yet
 
 
 def test_after_the_last_trial_the_final_phase_and_at_the_end_the_run_as_it_finished():

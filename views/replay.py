@@ -15,7 +15,7 @@ from engine.nas.distance import edit_distance
 from engine.nas.edits import edits
 from engine.nas.operations import describe_all
 from engine.search.labels import run_label
-from engine.search.replay import duration, is_replayable, moments, snapshot_at
+from engine.search.replay import duration, is_replayable, moments, snapshot_at, trials_so_far
 from engine.search.status import ACTIVE
 from views.common import list_runs, snapshot
 
@@ -60,8 +60,10 @@ st.html('<p class="sprout-hero">Watch a finished search again, as it happened: d
 
 choices = run_choices()
 wanted = st.session_state.get(PICK)
-if wanted and wanted not in choices and is_replayable(snapshot(wanted)):  # finished seconds ago: not listed yet
-    choices[wanted] = run_label(snapshot(wanted))
+if wanted and wanted not in choices:  # a run that finished seconds ago is not listed yet
+    recent = snapshot(wanted)
+    if is_replayable(recent):
+        choices[wanted] = run_label(recent)
 if not choices:
     st.info("Finished searches can be replayed here. Start one on the Search page.", icon=":material/replay:")
     st.stop()
@@ -113,6 +115,14 @@ def why_card(snap: dict) -> None:
                 return
             st.caption(f"Grown from #{flight['parent_id']}: {describe_all(flight.get('operations'), none='changed')}")
             mean, sigma, ucb, beta = (prop.get(k) for k in ("mean", "sigma", "ucb", "beta"))
+        elif (snap.get("replay") or {}).get("t", 0) >= END:
+            best, final = snap.get("best") or {}, snap.get("final") or {}
+            st.markdown(f"**The search is over.** The best network, #{best.get('trial_id')}, scored "
+                        f"{pct(best.get('val_accuracy'))} on validation images"
+                        + (f" and {pct(final['test_accuracy'])} on test images it never saw."
+                           if final.get("test_accuracy") is not None else "."))
+            st.caption("Drag the timeline back, or press Play, to see how it got there.")
+            return
         else:
             last = (snap.get("trials") or [None])[-1]
             if last is None:
@@ -132,11 +142,16 @@ def why_card(snap: dict) -> None:
                        f"mean {mean:.3f} + β·σ {ucb - mean:.3f}" + (f" (β = {beta:.2f})" if beta else ""))
 
 
-@st.fragment(run_every=TICK_S if st.session_state.get(PLAYING) else None)
+TICKING = bool(st.session_state.get(PLAYING))  # the fragment's timer is set when the page runs
+
+
+@st.fragment(run_every=TICK_S if TICKING else None)
 def replay() -> None:
-    if st.session_state.get(PLAYING):
+    if bool(st.session_state.get(PLAYING)) != TICKING:
+        st.rerun()  # Play or Pause was pressed: the whole page again, to start or stop the timer
+    if TICKING:
         t = min(END, st.session_state[T_KEY] + END / PLAY_TICKS)
-        st.session_state[T_KEY] = round(t, 1)
+        st.session_state[T_KEY] = min(END, round(t, 1))
         if t >= END:
             st.session_state[PLAYING] = False
             st.rerun()  # the whole page: the timer stops
@@ -168,8 +183,11 @@ def replay() -> None:
     view = st.segmented_control("Show", ["Curves per network", "How different they are", "The model learns"],
                                 default="The model learns", key="replay_view", label_visibility="collapsed")
     if view == "Curves per network":
-        st.caption("Validation accuracy after each epoch, one line per network finished by now.")
-        st.plotly_chart(curves_figure(snap), key="replay_curves", config=CHART_CONFIG)
+        st.caption("Validation accuracy after each epoch, one line per network; the network in training is "
+                   "drawn thick, with its training accuracy dashed.")
+        flight = (snap.get("in_flight") or {}).get("trial_id")
+        st.plotly_chart(curves_figure({**snap, "trials": trials_so_far(snap)}, highlight=flight),
+                        key="replay_curves", config=CHART_CONFIG)
     elif view == "How different they are":
         h, m = st.columns(2)
         h.plotly_chart(distance_heatmap(snap), key="replay_heat", config=CHART_CONFIG)

@@ -78,7 +78,8 @@ def gp_learning_figure(snapshot: dict, height: int = 520) -> go.Figure:
     fig.update_yaxes(title="accuracy", tickformat=".0%", gridcolor=GRID, row=1, col=1)
     fig.update_yaxes(title="|reached − predicted|", tickformat=".0%", gridcolor=GRID, rangemode="tozero",
                      row=2, col=1)
-    fig.update_xaxes(type="category", gridcolor=GRID, row=2, col=1, title="networks, in the order they were trained")
+    fig.update_xaxes(type="category", gridcolor=GRID)
+    fig.update_xaxes(title="networks, in the order they were trained", row=2, col=1)
     return apply_layout(fig, height=height, legend=dict(orientation="h", y=-0.18), hovermode="closest")
 
 

@@ -133,6 +133,17 @@ def snapshot_at(snapshot: dict, t: float) -> dict:
             "stopping": False, "replay": {"t": t, "end": end}}
 
 
+def trials_so_far(snapshot: dict) -> list[dict]:
+    """The snapshot's trials and, when one is training, that one too with its epochs so far
+    (status ``"training"``, no validation accuracy yet): what a chart of curves draws."""
+    flight = snapshot.get("in_flight") or {}
+    trials = list(snapshot.get("trials", []))
+    if flight.get("history", {}).get("val_accuracy"):
+        trials.append({"id": flight["trial_id"], "parent_id": flight.get("parent_id"), "status": "training",
+                       "val_accuracy": None, "history": flight["history"], "epochs": flight.get("epoch")})
+    return trials
+
+
 def is_replayable(snapshot: dict | None) -> bool:
     """Whether a run can be replayed: it is over (done, stopped, failed or interrupted) and
     trained at least one network."""
