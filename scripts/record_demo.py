@@ -1,9 +1,12 @@
 """Re-record the demo search that the Replay page offers ("Watch a recorded search").
 
-    .venv/bin/python scripts/record_demo.py [--budget 90] [--seed 0]
+    .venv/bin/python scripts/record_demo.py [--networks 12] [--seed 0] [--image-size 16]
 
 Runs a real search on the built-in sample as a user would (``python -m engine search``) in a
-temporary folder, then copies into assets/demo-run/ only what a replay reads: trials.jsonl,
+temporary folder. The number of networks ends it, not the clock (the budget is generous and
+each grown network trains 2 epochs), so a busy machine records the same kind of tree as an idle
+one: on a shared machine a clock-bound search of a few minutes trained only 2 to 4 networks.
+It then copies into assets/demo-run/ only what a replay reads: trials.jsonl,
 each trial's architecture.json, state.json, dataset.json, summary.json and labels.json (no
 weights, no model, no machine-specific paths), under 2 MB. The previous recording is replaced
 only once the new search has finished.
@@ -27,12 +30,17 @@ KEPT = ("trials.jsonl", "dataset.json", "labels.json")
 MACHINE_KEYS = ("pid", "host", "in_flight", "rng", "searcher", "updated")  # state.json keys a replay does not read
 
 
-def record(out: Path, budget_s: float, seed: int) -> None:
+RECIPE = "seed_epochs=8,child_epochs=2,final_epochs=2"
+BUDGET_S = 1800  # never reached: the search ends after --networks networks
+
+
+def record(out: Path, networks: int, seed: int, image_size: int) -> None:
     """One search on the built-in sample into ``out`` (its own SPROUT_HOME beside it)."""
     env = {**os.environ, "SPROUT_HOME": str(out.parent / "home"), "TF_CPP_MIN_LOG_LEVEL": "2",
            "SPROUT_WEIGHTS_URL": "none"}
-    cmd = [sys.executable, "-m", "engine", "search", "sample", "--out", str(out), "--budget", str(budget_s),
-           "--searcher", "bayesian", "--seed", str(seed)]
+    cmd = [sys.executable, "-m", "engine", "search", "sample", "--out", str(out), "--budget", str(BUDGET_S),
+           "--searcher", "bayesian", "--seed", str(seed), "--image-size", str(image_size),
+           "--max-trials", str(networks), "--recipe", RECIPE]
     subprocess.run(cmd, cwd=ROOT, env=env, check=True)
 
 
@@ -57,12 +65,14 @@ def slim(run: Path, dest: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=90.0, help="the search's budget in seconds")
+    parser.add_argument("--networks", type=int, default=12, help="how many networks the search trains")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=16,
+                        help="pixels per side (16: the app's choice for the sample)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sprout-demo-") as tmp:
         run, fresh = Path(tmp) / "run", Path(tmp) / "demo-run"
-        record(run, args.budget, args.seed)
+        record(run, args.networks, args.seed, args.image_size)
         size = slim(run, fresh)
         if size > MAX_BYTES:
             raise SystemExit(f"the demo would take {size:,} bytes; expected at most {MAX_BYTES:,}")

@@ -101,7 +101,7 @@ def test_only_runs_that_are_over_and_trained_a_network_are_replayable():
 
 # ----- edits -----------------------------------------------------------------------------------
 def test_edits_add_up_to_the_edit_distance():
-    archs = random_architectures(14, seed=3, max_steps=6)
+    archs = random_architectures(10, seed=3, max_steps=6)
     for a, b in zip(archs, archs[1:] + archs[:1]):
         found = E.edits(a, b)
         assert E.total_cost(found) == pytest.approx(edit_distance(a, b), abs=1e-9)
