@@ -171,7 +171,7 @@ def replay() -> None:
     ok = ok_trials(snap)
     best = snap.get("best") or {}
     c1, c2, c3 = st.columns(3)
-    c1.metric("Time", f"{fmt_duration(t)} of {fmt_duration(END)}")
+    c1.metric(f"Time (of {fmt_duration(END)})", fmt_duration(t))
     c2.metric("Networks trained", len(ok))
     c3.metric("Best validation accuracy", pct(best.get("val_accuracy")))
     left, right = st.columns([3, 2], gap="medium")
