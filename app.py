@@ -42,6 +42,7 @@ def main() -> None:
         st.Page(PAGES["data"], title="Your images", icon=":material/photo_library:", default=True, url_path="data"),
         st.Page(PAGES["search"], title="Search", icon=":material/travel_explore:", url_path="search"),
         st.Page(PAGES["results"], title="Results", icon=":material/emoji_events:", url_path="results"),
+        st.Page(PAGES["replay"], title="Replay", icon=":material/replay:", url_path="replay"),
         st.Page(PAGES["try"], title="Try it", icon=":material/photo_camera:", url_path="try"),
         st.Page(PAGES["race"], title="Race", icon=":material/sports_score:", url_path="race"),
         st.Page(PAGES["how"], title="How it works", icon=":material/school:", url_path="how"),

@@ -71,6 +71,8 @@ def test_wheel_has_the_app_and_nothing_else_of_the_checkout(wheel):
     app = {"sprout_app/app.py", "sprout_app/.streamlit/config.toml", "sprout_app/assets/style.css",
            "sprout_app/assets/logo.svg", "sprout_app/assets/logo_icon.svg"}
     app |= {f"sprout_app/views/{p.name}" for p in (ROOT / "views").glob("*.py")}
+    app |= {f"sprout_app/{p.relative_to(ROOT).as_posix()}" for p in (ROOT / "assets" / "demo-run").rglob("*")
+            if p.is_file()}  # the recorded demo the Replay page opens
     assert app - shipped == set()
     tops = {name.split("/")[0] for name in shipped}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"engine", "sprout_app"}

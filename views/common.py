@@ -32,6 +32,7 @@ PAGES = {
     "try": "views/try_it.py",
     "race": "views/race.py",
     "how": "views/how.py",
+    "replay": "views/replay.py",
 }
 STATE_KEYS = ("data", "run", "size")
 NEW_SEARCH = "wants_new_search"  # session flag: this tab left the running search to start another one

@@ -12,7 +12,7 @@ from engine.data import store
 from engine.data.report import FEW_IMAGES  # the data report warns below this many images per class
 from engine.errors import SproutError
 from views.common import (
-    SAMPLE, chosen_size, data_label, forget_finished_run, get_state, load_report, new_upload_dir, page_button,
+    SAMPLE, chosen_size, data_label, forget_finished_run, get_state, go, load_report, new_upload_dir, page_button,
     set_state,
 )
 
@@ -63,6 +63,10 @@ with st.container(border=True):
             st.session_state.pop("data_error", None)
             st.rerun()
         st.caption(":material/draw: Handwritten digits 0–9 (1,797 images).")
+        if st.button("Watch a recorded search", icon=":material/smart_display:", key="watch_demo",
+                     help="A search that already ran, replayed step by step: nothing to wait for"):
+            st.session_state["replay_pick"] = "demo"  # views/replay.py's recorded demo
+            go("replay")
 
 if files:
     st.session_state.pop("data_error", None)

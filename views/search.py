@@ -11,7 +11,7 @@ from engine.nas.operations import describe_all
 from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
-    chosen_size, data_label, empty_state, get_state, is_active, list_runs, load_report, page_button, registry,
+    chosen_size, data_label, empty_state, get_state, go, is_active, list_runs, load_report, page_button, registry,
     NEW_SEARCH, run_picker, set_state, snapshot, source_of, status_words,
 )
 from views.warmup import device_name
@@ -397,6 +397,9 @@ def live() -> None:
         st.success(f"Done! The best network scores **{snap['final']['test_accuracy']:.1%}** on test images "
                    "it never saw during the search.", icon=":material/celebration:")
         page_button("See the results", "results", key="to_results", icon=":material/emoji_events:")
+        if st.button("Replay this search", key="to_replay", icon=":material/replay:"):
+            st.session_state["replay_pick"] = run_id  # views/replay.py's chosen run
+            go("replay")
 
 
 live()

@@ -18,7 +18,8 @@ log = logging.getLogger("sprout.app")
 # Modules the pages import on their first run: loaded here too, so that the first visit to a
 # page does not wait for them (networkx, under engine.figures.tree, alone takes most of a second).
 PAGE_MODULES = ("pandas", "plotly.graph_objects", "engine.figures.tree", "engine.figures.search",
-                "engine.figures.results", "engine.figures.network", "engine.search.jobs", "engine.data.ingest")
+                "engine.figures.results", "engine.figures.network", "engine.figures.teaching", "engine.search.jobs",
+                "engine.data.ingest")
 
 
 @dataclass

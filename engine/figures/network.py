@@ -32,14 +32,16 @@ def _dot_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def network_dot(arch: dict, rankdir: str = "TB", title: str | None = None) -> str:
+def network_dot(arch: dict, rankdir: str = "TB", title: str | None = None,
+                marks: dict[int, str] | None = None) -> str:
     """Graphviz DOT source drawing one network layer by layer, for ``st.graphviz_chart``.
 
     ``arch`` is ``Architecture.to_dict()``. Main-chain layers are joined by solid arrows;
     the layers of skip connections (their poolings, 1x1 convolutions, the Add/Concatenate
     merge) are drawn with dashed purple arrows, and each merge notes which main-chain layers
-    the skip joins.
+    the skip joins. ``marks`` (layer id -> colour) outlines those layers thickly in that colour.
     """
+    marks = marks or {}
     layers = list(arch.get("layers") or [])
     shapes: dict[int, tuple[int, ...]] = {}
     try:
@@ -73,6 +75,8 @@ def network_dot(arch: dict, rankdir: str = "TB", title: str | None = None) -> st
             extra = ', color="#ae3ec9", style="rounded,filled,dashed"'
         if kind in ("add", "concat") and "start" in cfg and "end" in cfg:
             label += f"\nskip {cfg['start']}→{cfg['end']}"
+        if lid in marks:
+            extra += f', color="{marks[lid]}", penwidth=3.5'
         lines.append(f'  n{lid} [label="{_dot_escape(label)}", fillcolor="{fill}"{extra}];')
     for layer in layers:
         lid = int(layer["id"])

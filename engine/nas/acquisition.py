@@ -183,7 +183,8 @@ def optimize_acquisition(
     if best is not None:
         arch = best.arch
         return Proposal(arch, str(arch.parent_id), list(arch.operations), best.mean, best.std, best_acq,
-                        "bayesian", explain_bayesian(arch.parent_id, arch.operations, best.mean, best.std, best_acq))
+                        "bayesian", explain_bayesian(arch.parent_id, arch.operations, best.mean, best.std, best_acq),
+                        beta=float(beta))
     return _fallback(trained, rng, limits, morph, seen_fp, seen_dk)
 
 

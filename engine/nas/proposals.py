@@ -22,8 +22,8 @@ class Proposal:
 
     ``architecture`` is the unweighted candidate; realise it by loading trial
     ``ancestor_id``'s weights and applying ``operations`` in order. ``mean``/``sigma``/``ucb``
-    are the model's prediction (None for searchers without a model); ``reason`` is one plain
-    sentence for the UI.
+    are the model's prediction (None for searchers without a model), ``beta`` the weight of
+    ``sigma`` in ``ucb``; ``reason`` is one plain sentence for the UI.
     """
 
     architecture: Any
@@ -34,6 +34,7 @@ class Proposal:
     ucb: float | None = None
     searcher: str = ""
     reason: str = ""
+    beta: float | None = None  # the UCB's weight on sigma: ucb = mean + beta * sigma
 
     def to_dict(self) -> dict:
         arch = self.architecture
@@ -46,6 +47,7 @@ class Proposal:
             "mean": as_float(self.mean),
             "sigma": as_float(self.sigma),
             "ucb": as_float(self.ucb),
+            "beta": as_float(self.beta),
             "searcher": self.searcher,
             "reason": self.reason,
         }

@@ -136,7 +136,7 @@ class TrialRunner:
         prediction = None
         if proposal is not None and proposal.mean is not None:
             prediction = {"mean": proposal.mean, "sigma": proposal.sigma, "ucb": proposal.ucb,
-                          "reason": proposal.reason}
+                          "beta": proposal.beta, "reason": proposal.reason}
         elif proposal is not None:
             prediction = {"mean": None, "sigma": None, "ucb": None, "reason": proposal.reason}
         record = {"id": trial_id, "parent_id": None if parent_id is None else str(parent_id),
