@@ -29,6 +29,18 @@ DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "tr
 RESULTS = ROOT / "bench" / "results"
 
 
+def run_command(cmd: list[str], out: Path) -> tuple[float, dict]:
+    """Run one search command (in a fresh process, as a user does) whose run folder is ``out``:
+    its wall time in seconds and the summary.json it wrote."""
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return wall, json.loads((out / "summary.json").read_text())
+
+
 def run_one(method: str, seed: int, data: str, budget: float, out: Path, recipe: str | None = None) -> dict:
     """Run one search (or the fixed CNN) in a fresh process and return what it measured.
     ``recipe`` (``"key=value,..."``) overrides the searches' training recipe."""
@@ -38,13 +50,7 @@ def run_one(method: str, seed: int, data: str, budget: float, out: Path, recipe:
     else:
         cmd = [sys.executable, "-m", "engine", "search", data, "--out", str(out), "--budget", str(budget),
                "--searcher", method, "--seed", str(seed)] + (["--recipe", recipe] if recipe else [])
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    wall, summary = run_command(cmd, out)
     result = {"method": method, "seed": seed, "process_wall_s": wall, "test_accuracy": summary["test_accuracy"]}
     if method == "fixed":
         result |= {"trials": 1, "overhead_share": None, "best_val_accuracy": summary.get("best_val_accuracy"),

@@ -19,15 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.compare import DEFAULT_DATA, RESULTS, ROOT, best_so_far, machine, test_folder_accuracy
+from bench.compare import DEFAULT_DATA, RESULTS, best_so_far, machine, run_command, test_folder_accuracy
 
 LEVERS = ("baseline", "score=kept", "distance=weighted", "truncated=noise", "truncated=exclude",
           "lineage=epochs", "lineage=gain", "expand=children", "cost=gain_per_time", "wider=split")
@@ -40,13 +37,7 @@ def run_one(lever: str, seed: int, data: str, budget: float, out: Path, test: st
            "--searcher", "bayesian", "--seed", str(seed)]
     if lever != "baseline":
         cmd += ["--search-option", lever]
-    started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    wall = time.monotonic() - started
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    summary = json.loads((out / "summary.json").read_text())
+    wall, summary = run_command(cmd, out)
     result = {"lever": lever, "seed": seed, "budget_s": budget, "process_wall_s": round(wall, 1),
               "wall_s": summary["wall_s"], "budget_share": summary["wall_s"] / budget,
               "test_accuracy": summary["test_accuracy"], "trials": summary["n_ok"],

@@ -115,3 +115,26 @@ class FakeTrainer:
         epochs = len(history["loss"])
         return TrainResult(trained, status, None, False, history, epochs, acc if epochs else None,
                            time.monotonic() - t0)
+
+
+# ------------------------------------------------------------------------ the app
+def app_at_page(page: str, **query):
+    """The app (app.py) in Streamlit's AppTest, opened with ``query`` in its address and then
+    switched to ``page`` (a views/ script). Streamlit's caches are cleared first (each test gets
+    its own registry), and the warm-up's imports are waited for, as in a server that has been up
+    a few seconds: a page and the warm-up importing pandas at once can fail."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from views.warmup import start_warm_up
+
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    assert start_warm_up().done.wait(120)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    for key, value in query.items():
+        at.query_params[key] = value
+    at.run()
+    at.switch_page(page)
+    at.run()
+    return at

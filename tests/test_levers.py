@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -16,16 +15,11 @@ from engine.nas.lineage import LineageModel, cumulative_epochs, gp_data, truncat
 from engine.nas.morphism import apply, concat_skip, deeper, wider
 from engine.nas.searchers import make_searcher
 from engine.nas.surgery import Net, apply_op
+from bench.simulate import Trial
 from engine.training.scoring import kept_epoch, kept_score
 from tests.helpers import random_architectures, synthetic_accuracy
 
 
-@dataclass
-class Trial:
-    id: str
-    architecture: object
-    score: float | None
-    record: dict = field(default_factory=dict)
 
 
 def small_seed():

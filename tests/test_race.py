@@ -15,6 +15,7 @@ from engine.errors import SproutError
 from engine.figures.race import race_figure
 from engine.search.config import SearchConfig
 from engine.search.race import outcome, race_configs, races
+from tests.helpers import app_at_page
 
 HOLD = [sys.executable, "-m", "tests.fake_worker", "hold"]
 QUICK = [sys.executable, "-m", "tests.fake_worker", "quick"]
@@ -138,20 +139,11 @@ def test_the_race_page_shows_two_trees_one_comparison_chart_and_the_winner(monke
     """The Race page with tests/fake_worker.py's "quick" worker: each run tells a three-network
     search in events (bayesian reaches 90% test accuracy, random 80%), no training."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     from engine.search import jobs
-    from views.warmup import start_warm_up
 
     monkeypatch.setattr(jobs, "WORKER", QUICK)
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    assert start_warm_up().done.wait(120)  # as in tests/test_app.py: the warm-up's imports are done first
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.query_params["data"], at.query_params["size"] = "sample", "8"
-    at.run()
-    at.switch_page("views/race.py")
-    at.run()
+    at = app_at_page("views/race.py", data="sample", size="8")
     assert not at.exception, at.exception
     at.number_input(key="race_budget_s").set_value(60)
     at.selectbox(key="race_rival").set_value("random")

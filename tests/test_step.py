@@ -7,14 +7,13 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from engine.search.config import SearchConfig
 from engine.search.monitor import RunMonitor
 from engine.search.folder import GO_AHEAD
-from tests.helpers import FakeTrainer
+from tests.helpers import FakeTrainer, app_at_page
 
 FAKE_SEARCH = [sys.executable, "-m", "tests.fake_worker", "search"]
 
@@ -85,21 +84,12 @@ def test_the_search_page_waits_until_continue_and_stop_works_while_it_waits(monk
     and worker, a stand-in trainer): the count of networks stays while the page waits for
     Continue, and grows after it."""
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
 
     from engine.search import jobs
-    from views.warmup import start_warm_up
 
     monkeypatch.setattr(jobs, "WORKER", FAKE_SEARCH)
     monkeypatch.setenv("FAKE_EPOCH_S", "0.05")
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    assert start_warm_up().done.wait(120)  # as in tests/test_app.py: the warm-up's imports are done first
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.query_params["data"], at.query_params["size"] = "sample", "8"
-    at.run()
-    at.switch_page("views/search.py")
-    at.run()
+    at = app_at_page("views/search.py", data="sample", size="8")
     at.number_input(key="budget_s").set_value(600)
     at.number_input(key="epochs").set_value(1)
     at.checkbox(key="step").check()
