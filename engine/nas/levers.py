@@ -19,6 +19,10 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   node, or collects 8 new ``children`` and first expands every trained network once.
 - ``cost`` (lever 8): the proposal maximises ``ucb``, or the optimistic gain over the best score
   per predicted training time (``gain_per_time``: flops relative to the best network's).
+- ``spend`` (lever 8, second half): the search ends when no child fits its full epochs and the
+  fine-tune trains at most 3x the recipe's epochs (``capped``), or children train fewer epochs
+  (down to one) before the cost cap shrinks and the fine-tune takes all the time left (``all``):
+  :mod:`engine.search.loop`, :mod:`engine.search.final`.
 - ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
   outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
 """
@@ -40,6 +44,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "expand": ("attempts", "children"),
     "cost": ("ucb", "gain_per_time"),
     "wider": ("zero", "split"),
+    "spend": ("capped", "all"),
 }
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
@@ -57,6 +62,7 @@ class Levers:
     expand: str = "attempts"
     cost: str = "ucb"
     wider: str = "zero"
+    spend: str = "capped"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
