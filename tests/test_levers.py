@@ -278,10 +278,10 @@ def test_a_split_widening_says_so_in_words():
 
 
 # ----- lever 8 (second half): spend the whole budget -------------------------------------
-def test_spend_defaults_to_capped_and_a_short_trial_counts_as_missing_epochs():
-    assert Levers().spend == "capped" and Levers.from_dict({"spend": "all"}).changed() == {"spend": "all"}
-    assert Levers.from_dict({"spend": "all"}).searcher_params("bayesian") == {}  # the loop's lever, not the GP's
-    with pytest.raises(ValueError, match="spend should be one of capped, all"):
+def test_spend_defaults_to_all_and_a_short_trial_counts_as_missing_epochs():
+    assert Levers().spend == "all" and Levers.from_dict({"spend": "capped"}).changed() == {"spend": "capped"}
+    assert Levers.from_dict({"spend": "capped"}).searcher_params("bayesian") == {}  # the loop's lever, not the GP's
+    with pytest.raises(ValueError, match="spend should be one of all, capped"):
         parse("spend=some")
     arch = small_seed()
     short = Trial("2", arch, 0.8, {"parent_id": "1", "epochs": 1, "max_epochs": 1, "short": True, "full_epochs": 3})

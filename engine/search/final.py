@@ -58,8 +58,10 @@ def finish(ctx: RunContext, best: Trial | None, records: list[dict], stopped_by_
         epoch = ctx.cost.epoch_s(flops(arch), n_fit)
         evaluate = 0.5 * ctx.cost.epoch_s(flops(arch), len(data.y_test)) + 3.0
         room = ctx.budget - ctx.elapsed() - evaluate - ctx.cost.extra_s()
-        # lever spend=all: every whole epoch the time left holds (the rate anneals over all of them)
-        spend_all = Levers.from_dict(ctx.config.levers).spend == "all"
+        # lever spend=all: every whole epoch the time left holds (the rate anneals over all of them);
+        # a run capped by hand in trials or epochs (the CLI's flags, tests) asked for short training
+        spend_all = (Levers.from_dict(ctx.config.levers).spend == "all" and ctx.config.max_trials is None
+                     and not ctx.config.max_epochs)
         most = None if spend_all else FINAL_EPOCHS_MAX_FACTOR * final_epochs(ctx.recipe)
         n = plan.fine_tune_epochs(room, epoch, most)
         if n >= 1:
