@@ -27,7 +27,7 @@ from pathlib import Path
 from bench.compare import DEFAULT_DATA, RESULTS, best_so_far, machine, run_command, test_folder_accuracy
 
 LEVERS = ("baseline", "score=kept", "distance=weighted", "truncated=noise", "truncated=exclude",
-          "lineage=epochs", "lineage=gain", "expand=children", "cost=gain_per_time", "wider=split")
+          "lineage=epochs", "lineage=gain", "expand=children", "cost=gain_per_time", "wider=split", "spend=capped")
 BEGIN, END = "<!-- levers2:rows -->", "<!-- /levers2:rows -->"
 
 
@@ -41,6 +41,7 @@ def run_one(lever: str, seed: int, data: str, budget: float, out: Path, test: st
     result = {"lever": lever, "seed": seed, "budget_s": budget, "process_wall_s": round(wall, 1),
               "wall_s": summary["wall_s"], "budget_share": summary["wall_s"] / budget,
               "test_accuracy": summary["test_accuracy"], "trials": summary["n_ok"],
+              "short_trials": summary.get("n_short"), "final_epochs": summary.get("final_epochs"),
               "best_val_accuracy": (summary.get("best") or {}).get("val_accuracy"),
               "curve": best_so_far(out / "trials.jsonl")}
     if test:

@@ -275,3 +275,15 @@ def test_a_split_widening_says_so_in_words():
     op = {"op": "wider", "layer": 5, "kind": "conv", "add": 8, "sources": [], "noise_seed": 0}
     assert describe(op) == "widen conv 5 by 8 filters"
     assert describe({**op, "split": True}) == "widen conv 5 by 8 filters (sharing the copied ones' outgoing weights)"
+
+
+# ----- lever 8 (second half): spend the whole budget -------------------------------------
+def test_spend_defaults_to_all_and_a_short_trial_counts_as_missing_epochs():
+    assert Levers().spend == "all" and Levers.from_dict({"spend": "capped"}).changed() == {"spend": "capped"}
+    assert Levers.from_dict({"spend": "capped"}).searcher_params("bayesian") == {}  # the loop's lever, not the GP's
+    with pytest.raises(ValueError, match="spend should be one of all, capped"):
+        parse("spend=some")
+    arch = small_seed()
+    short = Trial("2", arch, 0.8, {"parent_id": "1", "epochs": 1, "max_epochs": 1, "short": True, "full_epochs": 3})
+    full = Trial("3", arch, 0.8, {"parent_id": "1", "epochs": 3, "max_epochs": 3, "short": False, "full_epochs": 3})
+    assert truncated_share(short) == pytest.approx(2 / 3) and truncated_share(full) == 0.0

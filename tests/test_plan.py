@@ -47,3 +47,49 @@ def test_planned_children_fit_the_time_left():
 def test_trials_to_go_counts_down_to_a_few():
     assert plan.trials_to_go(1) == plan.TARGET_TRIALS - 1
     assert plan.trials_to_go(50) == 3
+
+
+# ----- lever 8, spend=all: the epochs shrink before the cost cap, the fine-tune takes the rest
+def test_epochs_within_shrink_to_one_and_never_past_the_full_count():
+    assert plan.epochs_within(3, seconds=100.0, epoch_s=2.0) == 3
+    assert plan.epochs_within(3, seconds=5.0, epoch_s=2.0) == 2
+    assert plan.epochs_within(3, seconds=1.0, epoch_s=2.0) == 1  # the caller decides whether one goes
+    assert plan.epochs_within(3, seconds=5.0, epoch_s=0.0) == 3
+
+
+def test_the_fine_tune_takes_every_whole_epoch_the_time_holds_unless_capped():
+    assert plan.fine_tune_epochs(room_s=100.0, epoch_s=8.0) == 12
+    assert plan.fine_tune_epochs(room_s=100.0, epoch_s=8.0, most=9) == 9
+    assert plan.fine_tune_epochs(room_s=7.0, epoch_s=8.0) == 0
+    assert plan.fine_tune_epochs(room_s=-3.0, epoch_s=8.0, most=9) == 0
+
+
+def _context(levers: dict | None = None):
+    """What affordable_limits reads of a run: one measured network (2 s epochs, 2 s extra)."""
+    from types import SimpleNamespace
+
+    from engine.nas.architecture import Limits
+    from engine.search.budget import CostModel
+
+    cost = CostModel(n_train=1000)
+    cost.observe(1e6, [4.0, 2.0, 2.0], 8.0)
+    return SimpleNamespace(cost=cost, limits=Limits(), child_epochs=None,
+                           config=SimpleNamespace(max_epochs=None, levers=levers or {}),
+                           recipe=SimpleNamespace(child_epochs=3, seed_epochs=6))
+
+
+def test_spend_all_keeps_a_child_of_the_best_affordable_near_the_end_with_fewer_epochs():
+    from engine.search.loop import affordable_limits
+
+    ctx = _context()
+    epoch_best, extra = ctx.cost.epoch_s(1e6), ctx.cost.extra_s()
+    best_trial = extra + 3 * epoch_best
+    child = plan.GROWTH * epoch_best
+    # mid-search the two rules agree: the full epochs fit
+    assert (affordable_limits(ctx, 200.0, best_trial).max_flops
+            == affordable_limits(ctx, 200.0, best_trial, child).max_flops)
+    left = extra + 2 * child + 0.5  # two of a child's epochs fit, not three
+    capped = affordable_limits(ctx, left, best_trial).max_flops
+    spend = affordable_limits(ctx, left, best_trial, child).max_flops
+    assert ctx.cost.epoch_s(capped) < child <= ctx.cost.epoch_s(spend)  # capped: no child of the best fits
+    assert 2 * ctx.cost.epoch_s(spend) + extra <= left + 1e-6  # and it trains two epochs in the time left

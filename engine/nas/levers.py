@@ -1,7 +1,8 @@
 """The search-quality levers of issue 14, each one switchable, so a benchmark can measure it alone.
 
 A :class:`Levers` value names one choice per lever; its defaults are the search as it was before
-the levers existed, so a run that sets nothing behaves as before. The CLI sets them with
+the levers existed, so a run that sets nothing behaves as before, except where a measurement
+decided otherwise (``spend``: bench/results/levers2.md, "Lever 8: spend the whole budget"). The CLI sets them with
 ``--search-option KEY=VALUE`` (``SearchConfig.levers`` holds them as a plain dict, saved in
 state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VALUE``.
 
@@ -19,6 +20,11 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   node, or collects 8 new ``children`` and first expands every trained network once.
 - ``cost`` (lever 8): the proposal maximises ``ucb``, or the optimistic gain over the best score
   per predicted training time (``gain_per_time``: flops relative to the best network's).
+- ``spend`` (lever 8, second half; default ``all``): the search ends when no child fits its full
+  epochs and the fine-tune trains at most 3x the recipe's epochs (``capped``, the search before),
+  or children train fewer epochs (down to one) before the cost cap shrinks and the fine-tune takes
+  every whole epoch the time left holds (``all``; a run with ``max_trials`` or ``max_epochs`` set
+  keeps the capped fine-tune): :mod:`engine.search.loop`, :mod:`engine.search.final`.
 - ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
   outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
 """
@@ -40,6 +46,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "expand": ("attempts", "children"),
     "cost": ("ucb", "gain_per_time"),
     "wider": ("zero", "split"),
+    "spend": ("all", "capped"),
 }
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
@@ -48,7 +55,8 @@ SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost")
 
 @dataclass(frozen=True)
 class Levers:
-    """One choice per lever (see the module docstring); the defaults are the search before issue 14."""
+    """One choice per lever (see the module docstring); the defaults are the search before issue 14
+    but for ``spend``."""
 
     distance: str = "all"
     score: str = "last"
@@ -57,6 +65,7 @@ class Levers:
     expand: str = "attempts"
     cost: str = "ucb"
     wider: str = "zero"
+    spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -14,7 +14,8 @@ the finished trials into the GP's training data under the searcher's levers
   candidate's prediction is its ancestor's score plus the predicted gain.
 
 A trial is anything with ``id``, ``architecture``, ``score`` and optionally ``record`` (its
-trials.jsonl line: ``parent_id``, ``epochs``, ``max_epochs``, ``truncated``); without a record the
+trials.jsonl line: ``parent_id``, ``epochs``, ``max_epochs``, ``truncated``, ``short``,
+``full_epochs``); without a record the
 architecture's ``parent_id`` names the parent and a trial counts one epoch.
 """
 
@@ -45,11 +46,13 @@ def epochs_of(trial: Any) -> int:
 
 
 def truncated_share(trial: Any) -> float:
-    """The share of its planned epochs a trial cut by the deadline did not train (0 otherwise)."""
+    """The share of its planned epochs a trial cut by the deadline did not train, or of a grown
+    network's usual epochs (``full_epochs``) a trial planned ``short`` near the budget's end did
+    not train (0 otherwise)."""
     record = _record(trial)
-    if not record.get("truncated"):
+    if not (record.get("truncated") or record.get("short")):
         return 0.0
-    planned = max(1, int(record.get("max_epochs") or 1))
+    planned = max(1, int(record.get("full_epochs") or record.get("max_epochs") or 1))
     return max(0.0, 1.0 - epochs_of(trial) / planned)
 
 

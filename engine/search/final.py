@@ -17,13 +17,15 @@ import numpy as np
 
 from engine.errors import SproutError
 from engine.nas.architecture import Architecture
+from engine.nas.levers import Levers
+from engine.search import plan
 from engine.search.budget import flops, now_iso
 from engine.search.context import RunContext
 from engine.search.status import Phase, RunStatus, TrialStatus
 from engine.search.trial import Trial
 
 FINAL_LR_FACTOR = 0.5         # fine-tune learning rate, relative to the search's
-FINAL_EPOCHS_MAX_FACTOR = 3   # the fine-tune trains at most this many times the recipe's final epochs
+FINAL_EPOCHS_MAX_FACTOR = 3   # the fine-tune trains at most this many times the recipe's final epochs (spend=capped)
 FINAL_SHARE = 0.15            # budget share the search keeps for the fine-tune (at least its recipe epochs)
 
 
@@ -56,8 +58,12 @@ def finish(ctx: RunContext, best: Trial | None, records: list[dict], stopped_by_
         epoch = ctx.cost.epoch_s(flops(arch), n_fit)
         evaluate = 0.5 * ctx.cost.epoch_s(flops(arch), len(data.y_test)) + 3.0
         room = ctx.budget - ctx.elapsed() - evaluate - ctx.cost.extra_s()
-        most = FINAL_EPOCHS_MAX_FACTOR * final_epochs(ctx.recipe)
-        n = min(most, int(room // epoch)) if epoch > 0 else 0
+        # lever spend=all: every whole epoch the time left holds (the rate anneals over all of them);
+        # a run capped by hand in trials or epochs (the CLI's flags, tests) asked for short training
+        spend_all = (Levers.from_dict(ctx.config.levers).spend == "all" and ctx.config.max_trials is None
+                     and not ctx.config.max_epochs)
+        most = None if spend_all else FINAL_EPOCHS_MAX_FACTOR * final_epochs(ctx.recipe)
+        n = plan.fine_tune_epochs(room, epoch, most)
         if n >= 1:
             arch, fine_tuned, epochs_done = _fine_tune(ctx, arch, n, hard_end - evaluate)
     stopped = stopped or ctx.stop.is_set()  # a stop during the fine-tune counts too
@@ -128,6 +134,7 @@ def _summarise(ctx: RunContext, best: Trial | None, arch: Architecture | None, r
         "format": "sprout-summary/1", "status": status, "searcher": ctx.config.searcher,
         "device": ctx.device, "budget_s": ctx.budget, "wall_s": round(wall, 3), "timings": timings,
         "n_trials": len(records), "n_ok": len(ok),
+        "n_short": sum(bool(r.get("short")) for r in records),  # trained fewer epochs: the time left
         "best": None if best is None else {
             "trial_id": best.id, "val_accuracy": best.record.get("val_accuracy"), "summary": best.record.get("summary"),
             "n_params": best.record.get("n_params"), "description": best.record.get("description")},

@@ -217,20 +217,26 @@ def reserve_s(ctx: RunContext, runner: TrialRunner) -> float:
     return tune + cost.extra_s() + evaluate + 2.0 + margin
 
 
-def affordable_limits(ctx: RunContext, left: float, best_trial_s: float = 0.0) -> Limits:
+def affordable_limits(ctx: RunContext, left: float, best_trial_s: float = 0.0, child_epoch_s: float = 0.0) -> Limits:
     """The run's limits plus a flops cap: a proposal must be able to train its epochs
     within :data:`TRIAL_SHARE` of the search time ``left`` (or twice ``best_trial_s``, a
     trial of the best network so far, where the time left holds that). Morphisms only grow networks
     and an expensive network late in a search trains for a fraction of its epochs (or
     squeezes out the final fine-tune); with the cap the acquisition picks among changes
-    the remaining time can pay for, or the search ends and the time goes to the fine-tune."""
+    the remaining time can pay for, or the search ends and the time goes to the fine-tune.
+    With ``child_epoch_s`` (an epoch of a typical child of the best network; lever ``spend=all``)
+    the cap is set for the epochs such a child can still train in that time, down to one,
+    so the epochs shrink before the cap does."""
     if not ctx.cost.known:
         return ctx.limits
     # Near the end a share of the time left no longer pays for even the best network so far:
     # then a network up to twice its cost still goes, where the time left holds it (at 60 s the
     # search otherwise stopped with a quarter of its time unused).
     allowed = max(TRIAL_SHARE * left, min(left, 2.0 * best_trial_s))
-    epoch = (allowed - ctx.cost.extra_s()) / max(1, max_epochs(ctx))
+    epochs = max_epochs(ctx)
+    if child_epoch_s > 0:
+        epochs = plan.epochs_within(epochs, allowed - ctx.cost.extra_s(), child_epoch_s)
+    epoch = (allowed - ctx.cost.extra_s()) / max(1, epochs)
     cap = int(min(ctx.limits.max_flops, ctx.cost.flops_for(epoch)))
     return replace(ctx.limits, max_flops=max(cap, 1))
 
@@ -276,6 +282,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
     ctx.save_state(phase=Phase.SEARCH)
     ctx.emit("phase", phase=Phase.SEARCH)
     ctx.child_epochs = planned_child_epochs(ctx, runner)
+    runner.full_epochs = max_epochs(ctx)  # a grown network given fewer is recorded as short
     if executor is not None:  # several trials at once: engine.search.executor_loop
         run_in_parallel(ctx, runner, executor, lambda pending: _next_trial(ctx, runner, pending),
                         MAX_CONSECUTIVE_FAILURES)
@@ -299,6 +306,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
     search's deadline; None when the search ends here (the reason is said). ``pending``: the
     networks still training (proposed elsewhere, not to be proposed again)."""
     searcher, cost = runner.searcher, ctx.cost
+    spend_all = Levers.from_dict(ctx.config.levers).spend == "all"
     while not ctx.stop.is_set():
         if ctx.config.max_trials is not None and len(runner.records) + len(pending) >= ctx.config.max_trials:
             ctx.say(f"trial cap of {ctx.config.max_trials} reached")
@@ -315,7 +323,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             return None
         expected_trial = extra + max_epochs(ctx) * epoch_best
         cap = float(min(max(0.2, ACQ_FRACTION * expected_trial), max(0.2, 0.25 * left)))
-        searcher.limits = affordable_limits(ctx, left, expected_trial)
+        searcher.limits = affordable_limits(ctx, left, expected_trial, plan.GROWTH * epoch_best if spend_all else 0.0)
         try:
             with ctx.timings.timed("proposal_s"):
                 proposal = searcher.propose(runner.trials, stop=ctx.stop, time_cap_s=cap,
@@ -346,8 +354,19 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             n = min(max_epochs(ctx), n)
         else:
             n = max_epochs(ctx)
+        if n < max_epochs(ctx):
+            proposal = _short(ctx, proposal, n, str(runner.next_id))
         return arch, proposal, n, deadline
     return None
+
+
+def _short(ctx: RunContext, proposal, n: int, trial_id: str):
+    """The proposal of a grown network that trains ``n`` of the usual epochs, its reason saying so."""
+    full = max_epochs(ctx)
+    why = (f"It trains {n} of the usual {full} epoch{'s' if full != 1 else ''}: that is what the search time "
+           f"left holds, and it starts from its parent's trained weights.")
+    ctx.say(f"budget: trial {trial_id} trains {n} of {full} epochs (the search time left)")
+    return replace(proposal, reason=f"{proposal.reason} {why}".strip())
 
 
 STEP_POLL_S = 0.1  # how often a search in step mode looks for the go-ahead

@@ -15,10 +15,20 @@ budget has its say too:
 
 At the budgets the recipe was tuned at (5 minutes and more) neither rule changes anything.
 
+Spending the whole budget (issue 14, lever 8, ``spend=all``): near the end of the search a child
+of the best network no longer fits its full epochs in the time left, and the flops cap used to
+shrink until nothing fitted and the search ended early. :func:`epochs_within` lets the epoch count
+shrink first (to one: a child starts from its parent's trained weights), and
+:func:`fine_tune_epochs` gives the final fine-tune every whole epoch the time left holds.
+
 >>> child_epochs(8, left_s=30.0, trials_to_go=7, epoch_s=0.5, extra_s=2.0)
 3
 >>> child_epochs(8, left_s=300.0, trials_to_go=7, epoch_s=0.5, extra_s=2.0)
 8
+>>> epochs_within(3, seconds=20.0, epoch_s=8.0)
+2
+>>> fine_tune_epochs(room_s=100.0, epoch_s=8.0, most=9), fine_tune_epochs(room_s=100.0, epoch_s=8.0)
+(9, 12)
 """
 
 from __future__ import annotations
@@ -82,3 +92,22 @@ def trials_to_go(trials_so_far: int) -> int:
     """How many more trials the epoch plan makes room for: up to :data:`TARGET_TRIALS` in all,
     and always a few (a resumed run that already has many keeps searching)."""
     return max(3, TARGET_TRIALS - int(trials_so_far))
+
+
+def epochs_within(full_epochs: int, seconds: float, epoch_s: float) -> int:
+    """The epochs, from ``full_epochs`` down to one, that fit in ``seconds`` at ``epoch_s`` each
+    (one when not even that fits: the caller decides whether one epoch may go)."""
+    full_epochs = max(1, int(full_epochs))
+    if epoch_s <= 0:
+        return full_epochs
+    return max(1, min(full_epochs, int(seconds // epoch_s)))
+
+
+def fine_tune_epochs(room_s: float, epoch_s: float, most: int | None = None) -> int:
+    """The final fine-tune's epochs: as many whole ones as ``room_s`` holds at ``epoch_s`` each,
+    at most ``most`` (None: no cap, all the time left); 0 when not one fits."""
+    if epoch_s <= 0 or room_s < epoch_s:
+        return 0
+    n = int(room_s // epoch_s)
+    return n if most is None else min(int(most), n)
+

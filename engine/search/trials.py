@@ -44,6 +44,7 @@ class TrialRunner:
         self.next_id = 0
         self.failures = 0             # trials in a row that failed
         self.stopped_by_user = False  # a trial ended by the run's stop
+        self.full_epochs: int | None = None  # a grown network's epochs when time allows (set by the loop)
 
     def best(self, allow_stopped: bool = True) -> Trial | None:
         """The trial with the best validation accuracy; with ``allow_stopped`` and no ``ok``
@@ -242,6 +243,8 @@ class TrialRunner:
                               val_accuracy=None if score is None else float(score),
                               history={k: [float(v) for v in vs] for k, vs in (result.history or {}).items()},
                               epochs=int(result.epochs), max_epochs=max_epochs, truncated=truncated,
+                              short=bool(parent_id is not None and self.full_epochs and max_epochs < self.full_epochs),
+                              full_epochs=self.full_epochs if parent_id is not None else None,
                               seconds=round(float(result.seconds), 3),
                               trial_seconds=round(train_s, 3), epoch_seconds=epoch_seconds,
                               started_s=round(started, 3), **(extra or {}))
