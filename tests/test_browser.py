@@ -1,5 +1,6 @@
-"""The app in a real headless Chromium: drop a folder, search, reload, download, try it; a server
-killed during a search, started again, and the search resumed from the page.
+"""The app in a real headless Chromium: drop a folder, search, reload, download, try it; the
+recorded demo replayed; a race of two searchers; a server killed during a search, started again,
+and the search resumed from the page.
 
 Starts ``streamlit run app.py`` on a free port with SPROUT_HOME in a temporary folder and
 drives it with Playwright. Screenshots of every page go to tests/artifacts/ (gitignored).
