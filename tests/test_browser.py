@@ -1,5 +1,6 @@
-"""The app in a real headless Chromium: drop a folder, search, reload, download, try it; a server
-killed during a search, started again, and the search resumed from the page.
+"""The app in a real headless Chromium: drop a folder, search, reload, download, try it; the
+recorded demo replayed; a race of two searchers; a server killed during a search, started again,
+and the search resumed from the page.
 
 Starts ``streamlit run app.py`` on a free port with SPROUT_HOME in a temporary folder and
 drives it with Playwright. Screenshots of every page go to tests/artifacts/ (gitignored).
@@ -14,6 +15,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -33,24 +35,35 @@ FASHION = ROOT.parent / "shared" / "datasets" / "fashion-mnist-small" / "train"
 SEARCH_BUDGET_S = 120  # stopped once the tree has two networks: a long budget costs no time, and
 # leaves room for a second network on a slow machine (at 40 s, CI trained only the seed)
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
-SERVER_UP_S = 10  # the server has been up this long before the first page is timed...
-# ...and from the page's load event (Chromium has loaded Streamlit's page and scripts) the
-# Search page shows its Start button within START_AFTER_LOAD_S (issue #20): the app's part.
-# From page.goto the browser's own part comes on top: 1.8-2.6 s for Chromium to fetch, parse
-# and draw Streamlit's bundle on these 2 shared cores, 2.5-4.6 s on a first visit while
-# TensorFlow's background import competed for the cores; START_WITHIN_S bounds that loosely.
-# That Start never waits for the import is tests/test_app.py's (deterministic) check.
-START_AFTER_LOAD_S = 2.0  # issue #20 asks 1 s. On an idle 2-core machine a server's first visit shows Start
-# 0.89 s after the load event (median of 3 servers; 0.52 s on later visits), Streamlit's own one-button page 0.92 s
-# (bench/results/app_latency.md, "Start after page load"); 2 s leaves room for a slower CI machine and still
-# catches a page that waits for the inputs' code (1.7-1.9 s before) or for TensorFlow (3-5 s). That Start is
-# drawn without waiting for the inputs' code is tests/test_app.py's (deterministic) check.
+SERVER_UP_S = 10  # the Search page's Start is timed on a server up this long (issue #20) and idle: its
+# background import of TensorFlow (3-5 s) holds the GIL, and took over 10 s while other jobs held the cores
+IDLE_CPU = 0.1  # ...idle: under this share of a core over half a second
+# Start is timed in START_VISITS visits, each in a fresh browser context (a new visitor: no cached scripts, a new
+# session), the server's first visit among them. Timed: from the page's load event (Chromium has
+# fetched and run Streamlit's HTML and scripts) to Start visible, in the page's own clock: the app's
+# part. On an idle 2-core machine 0.89 s on a server's first visit and 0.52 s on later ones; Streamlit's
+# own one-button page 0.92 / 0.41 s (bench/results/app_latency.md, "Start after page load"). Asserted:
+# the MEDIAN under START_MEDIAN_S, issue #20's 1 s. Not each visit: one visit on 2 shared cores is noisy
+# (2-4 s while other jobs held the cores), and a bound on a single visit flaked once (a stop was refused
+# for it). Each visit stays under the loose START_EACH_S, which still catches a page that waits for the
+# inputs' code (1.7-1.9 s before) or for TensorFlow (3-5 s); that Start never waits for either is
+# tests/test_app.py's (deterministic) check. From page.goto the browser's own part comes on top (1.8-2.6 s
+# on 2 shared cores to fetch, parse and draw Streamlit's bundle): START_WITHIN_S bounds that loosely.
+START_VISITS = 3
+START_MEDIAN_S = 1.0
+START_EACH_S = 2.5
 START_WITHIN_S = 6.0
 # Milliseconds from the navigation's load event to now, in the page's own clock.
 JS_SINCE_LOAD_MS = "() => performance.now() - performance.getEntriesByType('navigation')[0].loadEventEnd"
 # A run label with an empty field: "a · · b", "a ·  · b", or a trailing "·".
 EMPTY_FIELD = re.compile(r"·\s*·|·\s*$")
 EARLIER_RUN = "20261202-055946-3276b2"  # a run of an earlier server that left only its state.json
+# Counts the server's messages to the page and notes when the last came, in the page's clock: a rerun
+# has been drawn once its messages have paused (_settle), which a fixed wait only guessed at.
+JS_COUNT_MESSAGES = """(() => { const Native = window.WebSocket; window.__ws = {n: 0, last: 0};
+  window.WebSocket = class extends Native { constructor(...args) { super(...args);
+    this.addEventListener('message', () => { window.__ws.n++; window.__ws.last = performance.now(); }); } }; })()"""
+QUIET_MS = 300  # a pause this long in the server's messages ends a rerun (a live page's come every second)
 
 pytestmark = [
     pytest.mark.browser,
@@ -152,9 +165,56 @@ def browser():
         b.close()
 
 
+def _new_page(browser, height: int, timeout_s: float = 60):
+    """A page 1400 px wide in a fresh browser context (a new visitor: no cached scripts, its own
+    session) that counts the server's messages (JS_COUNT_MESSAGES)."""
+    context = browser.new_context(viewport={"width": 1400, "height": height}, accept_downloads=True)
+    context.add_init_script(JS_COUNT_MESSAGES)
+    page = context.new_page()
+    page.set_default_timeout(timeout_s * 1000)
+    return page
+
+
+def _messages(page) -> int:
+    """How many messages the server has sent this page."""
+    return page.evaluate("() => window.__ws.n")
+
+
+def _settle(page, after: int | None = None) -> None:
+    """Wait until the server's messages have paused for QUIET_MS and no element of an earlier run is
+    left (a rerun that moved an element sends it anew: until the run ends the old one stays, marked
+    stale); with ``after`` (a _messages count taken before an action), for a message past it first:
+    the action's rerun has come and is drawn. Without ``after`` it gives up after 5 s (a busy live
+    page may keep talking)."""
+    check = """([n, q, end]) => window.__ws.n > n && performance.now() - window.__ws.last > q
+      && !document.querySelector('[data-stale="true"]') || Date.now() > end"""
+    give_up = time.time() * 1000 + 5000 if after is None else 1e15  # ms since 1970: the page's Date.now() clock
+    page.wait_for_function(check, arg=[-1 if after is None else after, QUIET_MS, give_up], polling=50)
+
+
+def _advanced_settings(page, epochs: int | None, budget_s: int) -> None:
+    """In a start form's Advanced settings: the most epochs per network (None: Sprout's choice) and
+    a budget in seconds, once the page has rerun with them."""
+    before = _messages(page)
+    page.get_by_text("Advanced settings").click()
+    if epochs is not None:
+        page.get_by_role("spinbutton", name="Most epochs per network").fill(str(epochs))
+    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
+    budget.fill(str(budget_s))
+    budget.press("Tab")
+    _settle(page, after=before)
+
+
+def _choose(page, text: str) -> None:
+    """Click the control showing ``text`` and wait for the rerun it asks for."""
+    before = _messages(page)
+    page.get_by_text(text).click()
+    _settle(page, after=before)
+
+
 def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.wait_for_timeout(800)  # let charts finish drawing
+    _settle(page)  # the last rerun's elements and charts are drawn
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
@@ -198,25 +258,58 @@ def _earlier_run(home: Path) -> None:
         '"data_source": "sample", "phase": "search"}')
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds process ``pid`` has used (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _idle(pid: int, started: float, most_s: float = 60) -> float:
+    """Wait until server ``pid`` uses under IDLE_CPU of a core (its background import of TensorFlow
+    is done); the seconds from ``started`` (time.monotonic()) when it was."""
+    t0 = time.monotonic()
+    while True:
+        cpu, t = _cpu_s(pid), time.monotonic()
+        time.sleep(0.5)
+        if (_cpu_s(pid) - cpu) / (time.monotonic() - t) < IDLE_CPU:
+            return time.monotonic() - started
+        assert time.monotonic() - t0 < most_s, f"the server was still busy {most_s:g} s after the first check"
+
+
+def _visit_for_start(browser, address: str) -> tuple[float, float, object]:
+    """A new visitor (a fresh browser context: no cached scripts, a new session) opens ``address``:
+    seconds from the page's load event to a visible Start, seconds from goto to it, and the page."""
+    page = _new_page(browser, 1800)
+    t0 = time.monotonic()
+    page.goto(address)
+    page.get_by_role("button", name="Start the search").wait_for()
+    after_load, to_start = page.evaluate(JS_SINCE_LOAD_MS) / 1000, time.monotonic() - t0
+    if page.get_by_text("Runs on: checking this computer…").count():
+        print("(TensorFlow was still loading in the server)")
+    return after_load, to_start, page
+
+
 def test_drop_search_reload_download_try(server, browser, tmp_path):
-    url, home, started, _ = server
+    url, home, started, proc = server
     folder = _image_tree(tmp_path / "clothes")
     _earlier_run(home)
-    page = browser.new_page(viewport={"width": 1400, "height": 1800}, accept_downloads=True)
-    page.set_default_timeout(60_000)
 
-    # 0. The first visit, to the Search page: its Start button does not wait for TensorFlow
-    time.sleep(max(0.0, started + SERVER_UP_S - time.monotonic()))
-    t0 = time.monotonic()
-    page.goto(f"{url}/search?data=sample")
-    page.get_by_role("button", name="Start the search").wait_for()
-    after_load = page.evaluate(JS_SINCE_LOAD_MS) / 1000
-    to_start = time.monotonic() - t0
-    checking = page.get_by_text("Runs on: checking this computer…").count()
-    print(f"Start visible {after_load:.2f} s after the page's load event, {to_start:.2f} s after goto "
-          f"(device line still checking: {bool(checking)})")
-    assert after_load < START_AFTER_LOAD_S, f"Start appeared {after_load:.2f} s after the page loaded"
-    assert to_start < START_WITHIN_S, f"Start appeared {to_start:.2f} s after goto"
+    # 0. Visits to the Search page, the server's first among them: Start does not wait for TensorFlow
+    time.sleep(max(0.0, started + SERVER_UP_S - 0.5 - time.monotonic()))
+    print(f"the server was up {_idle(proc.pid, started):.1f} s and idle")
+    visits = []
+    for _ in range(START_VISITS):
+        if visits:
+            visits[-1][2].context.close()
+        visits.append(_visit_for_start(browser, f"{url}/search?data=sample"))
+    after_load = [v[0] for v in visits]
+    to_start = [v[1] for v in visits]
+    page = visits[-1][2]  # the last visitor goes on
+    print("Start visible " + ", ".join(f"{a:.2f}" for a in after_load) + " s after the page's load event (median "
+          f"{statistics.median(after_load):.2f} s), " + ", ".join(f"{t:.2f}" for t in to_start) + " s after goto")
+    assert statistics.median(after_load) < START_MEDIAN_S, f"Start appeared {after_load} s after the page loaded"
+    assert max(after_load) < START_EACH_S, f"Start appeared {after_load} s after the page loaded"
+    assert max(to_start) < START_WITHIN_S, f"Start appeared {to_start} s after goto"
     page.get_by_text(re.compile(r"Runs on: (GPU|CPU) ")).wait_for(timeout=30_000)  # filled in by the warm-up
     _no_exception(page)
     _shot(page, "00_search_first_visit")
@@ -237,12 +330,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     # 2. Search: a short run
     page.get_by_role("button", name="Next: find a network").click()
     page.get_by_role("button", name="Start the search").wait_for()
-    page.get_by_text("Advanced settings").click()
-    page.get_by_role("spinbutton", name="Most epochs per network").fill("2")
-    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
-    budget.fill(str(SEARCH_BUDGET_S))
-    budget.press("Tab")
-    page.wait_for_timeout(500)
+    _advanced_settings(page, epochs=2, budget_s=SEARCH_BUDGET_S)
     _shot(page, "03_search_form")
     page.get_by_role("button", name="Start the search").click()
     page.wait_for_url("**run=*")
@@ -252,7 +340,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     while len(_tree_nodes(page)) < 2:
         assert time.monotonic() - t0 < SEARCH_BUDGET_S + 60, f"only {_tree_nodes(page)} in the tree"
         _no_failure(page)
-        page.wait_for_timeout(1000)
+        page.wait_for_timeout(300)
     _no_exception(page)
     _shot(page, "04_search_live")
 
@@ -260,9 +348,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.reload()
     page.get_by_text("The tree of networks", exact=True).wait_for()
     assert f"run={run_id}" in page.url
-    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0")
-    page.wait_for_timeout(1500)
-    assert len(_tree_nodes(page)) >= 2
+    page.wait_for_function(JS_TREE_NODES.replace("return ids; }", "return ids.length >= 2; }"))
 
     # 3b. Kill the search's process (issue #15): the server still answers, the run shows as
     # interrupted with Resume, and Resume goes on from the last finished network
@@ -294,7 +380,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
             stopped = True
         assert time.monotonic() - t0 < SEARCH_BUDGET_S + 120, "the search did not end"
         _no_failure(page)
-        page.wait_for_timeout(1000)
+        page.wait_for_timeout(300)
     ids = _tree_nodes(page)
     assert len(ids) >= 2
     _shot(page, "05_search_done")
@@ -312,7 +398,6 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.get_by_role("heading", name=f"Network #{ids[0]}").wait_for(timeout=20_000)
     page.get_by_text("How different they are").click()
     page.get_by_text("A map of the networks").wait_for()
-    page.wait_for_timeout(1000)
     _no_exception(page)
     _shot(page, "06_search_distances")
 
@@ -347,7 +432,7 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.get_by_role("link", name="How it works").click()
     page.get_by_text("Grow, don't restart").wait_for()
     _shot(page, "09_how_it_works")
-    page.close()
+    page.context.close()
 
 
 DEMO_OPENS_S = 3.0  # issue #18: the recorded demo opens in under 3 s (its page, demo chosen, on screen)...
@@ -361,8 +446,7 @@ def test_replay_of_the_recorded_demo(server, browser):
     the timeline changes how many networks the tree shows; the model's predictions and the
     distance view are drawn."""
     url, _, _, _ = server
-    page = browser.new_page(viewport={"width": 1400, "height": 3300})  # the whole page: one screenshot each
-    page.set_default_timeout(60_000)
+    page = _new_page(browser, 3300)  # the whole page: one screenshot each
     # timed once the browser has Plotly's code and the server the page's modules, as a class meets it
     # a second time (a cold server and browser took 21 s on a machine at load 15, mostly the browser's
     # first plotly chart and the server's TensorFlow import holding the cores)
@@ -370,7 +454,7 @@ def test_replay_of_the_recorded_demo(server, browser):
     page.wait_for_function(JS_TREE_NODES.replace("return ids; }", "return ids.length > 0; }"))
     page.goto(url)
     page.get_by_role("button", name="Watch a recorded search").wait_for()
-    page.wait_for_timeout(1000)
+    _settle(page)
     t0 = time.monotonic()
     page.get_by_role("button", name="Watch a recorded search").click()
     page.get_by_role("heading", name="Replay a search").wait_for()
@@ -384,7 +468,7 @@ def test_replay_of_the_recorded_demo(server, browser):
     assert titled < DEMO_OPENS_S, f"the demo's page took {titled:.2f} s to open"
     assert opened < DEMO_DRAWN_S, f"the demo's tree took {opened:.2f} s to draw"
     page.get_by_text("How far apart are two networks?").wait_for()
-    page.wait_for_timeout(1500)
+    _settle(page)
     full = _tree_nodes(page)
     _no_exception(page)
     _shot(page, "10_replay_demo_end")
@@ -395,18 +479,17 @@ def test_replay_of_the_recorded_demo(server, browser):
     page.wait_for_function(JS_TREE_NODES.replace("return ids; }", "return ids.length === 0; }"))
     counts = []
     for _ in range(6):  # moment by moment: a network starts, then finishes
+        before = _messages(page)
         page.get_by_role("button", name="Next").click()
-        page.wait_for_timeout(1200)
+        _settle(page, after=before)
         counts.append(len(_tree_nodes(page)))
     print(f"networks in the tree, moment by moment: {counts} (all: {len(full)})")
     assert counts == sorted(counts) and 0 < counts[-1] <= len(full), counts
     _no_exception(page)
     _shot(page, "11_replay_midway")
-    page.get_by_text("Curves per network").click()
-    page.wait_for_timeout(1200)
+    _choose(page, "Curves per network")
     _shot(page, "12_replay_curves")
-    page.get_by_text("The model learns").click()
-    page.wait_for_timeout(1200)
+    _choose(page, "The model learns")
     _no_exception(page)
     _shot(page, "13_replay_model_and_distance")
 
@@ -434,6 +517,103 @@ def _wait_in(page, check, timeout_s: float, what: str) -> None:
         page.wait_for_timeout(300)
 
 
+RACE_BUDGET_S = 30  # each searcher's: both on the sample at 8x8, each on one of the 2 cores. Epochs are Sprout's
+# choice (the plan for short budgets): at one epoch a network the seed's one epoch, its tracing included, was taken
+# for its steady pace, the search ended after the seed at 8 s of 30, and every race was a draw of two seeds
+RACE_ENDS_S = RACE_BUDGET_S + 120  # its end, from the click: both workers' start (TensorFlow's import) on top
+RACE_SEARCHERS = ["bayesian", "random"]  # the smart searcher and the page's default rival, in the page's order
+# Each plotly chart of the page: its traces' names, the tree nodes it draws (as JS_TREE_NODES reads
+# them), its place on the page, and the heading of the column it is in.
+JS_PLOTS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(d => {
+  const r = d.getBoundingClientRect(), column = d.closest('[data-testid="stColumn"]');
+  return {names: (d.data || []).map(t => t.name),
+          nodes: (d.data || []).filter(t => t.name === 'trained' || t.name === 'failed')
+                   .flatMap(t => (t.customdata || []).map(c => c[0])),
+          left: r.left, right: r.right, top: r.top, width: r.width, height: r.height,
+          head: column ? (column.querySelector('h3') || {}).innerText : null}; })"""
+
+
+def _race_charts(page) -> tuple[list[dict], list[dict]]:
+    """The trees (charts drawing networks) and the comparison charts (a best-so-far line per searcher)."""
+    plots = page.evaluate(JS_PLOTS)
+    trees = [p for p in plots if {"trained", "failed"} & set(p["names"])]
+    return trees, [p for p in plots if sorted(p["names"]) == sorted(RACE_SEARCHERS)]
+
+
+def _race_runs(home: Path) -> dict[str, Path]:
+    """The folders of the module's one race, by searcher."""
+    states = [(f.parent, json.loads(f.read_text())["config"]) for f in (home / "runs").glob("*/state.json")]
+    runs = {c["searcher"]: folder for folder, c in states if c.get("race")}
+    assert len(runs) == 2 and len({c["race"] for _, c in states if c.get("race")}) == 1, states
+    return runs
+
+
+def _check_race_page(page, home: Path) -> str:
+    """Two trees side by side, each holding its run's networks, the smart searcher's on the left;
+    one comparison chart above them; the result sentence the engine judges from the two runs'
+    summaries. Returns that sentence."""
+    from engine.search.race import outcome
+
+    runs = _race_runs(home)
+    trees, charts = _race_charts(page)
+    assert len(trees) == 2 and len(charts) == 1, page.evaluate(JS_PLOTS)
+    assert [(t["head"] or "").strip() for t in trees] == RACE_SEARCHERS, trees
+    left, right = trees
+    overlap = min(left["top"] + left["height"], right["top"] + right["height"]) - max(left["top"], right["top"])
+    assert left["right"] <= right["left"] and overlap > left["height"] / 2, f"the trees side by side: {trees}"
+    assert charts[0]["top"] < left["top"] and charts[0]["width"] > left["width"], "one wide chart above the trees"
+    for tree, searcher in zip(trees, RACE_SEARCHERS):
+        records = _records(runs[searcher] / "trials.jsonl")
+        assert sorted(tree["nodes"]) == sorted(r["id"] for r in records) and records, (searcher, tree, records)
+    summaries = [json.loads((runs[s] / "summary.json").read_text()) for s in RACE_SEARCHERS]
+    result = outcome(*summaries)
+    assert result is not None, summaries
+    said = page.get_by_test_id("stAlert").filter(has_text=result["text"])
+    assert said.count() == 1, (result["text"], page.get_by_test_id("stAlert").all_inner_texts())
+    return result["text"]
+
+
+def test_a_race_shows_two_trees_one_comparison_chart_and_the_winner(server, browser):
+    """Issue #18: bayesian against random, started from the Race page on the sample at its smallest
+    size with a short budget. While it runs, and at its end without a reload, the page shows one
+    chart of both searchers' best accuracy so far and their two trees side by side; at the end it
+    names the winner as the engine judges the two runs, and a reload finds the race again as it was."""
+    url, home, _, _ = server
+    page = _new_page(browser, 1500)  # the whole race: one screenshot
+    page.goto(f"{url}/race?data=sample&size=8")
+    page.get_by_text("resized to 8×8 pixels").wait_for()
+    _advanced_settings(page, epochs=None, budget_s=RACE_BUDGET_S)
+    t0 = time.monotonic()
+    page.get_by_role("button", name="Start the race").click()
+    page.get_by_role("button", name="Stop both").wait_for()
+
+    _wait_in(page, lambda: len(_race_charts(page)[0]) == 2, RACE_ENDS_S, "a network in each tree")
+    running = page.get_by_role("button", name="Stop both").count()
+    trees, charts = _race_charts(page)
+    assert len(charts) == 1, page.evaluate(JS_PLOTS)
+    print(f"both trees drawn {time.monotonic() - t0:.1f} s after the click (the race still running: {bool(running)})")
+    _no_exception(page)
+    _shot(page, "14_race_running")
+
+    ended = page.get_by_text(re.compile(r"^(\w+ won by |A draw: )"))
+    _wait_in(page, lambda: ended.count() > 0 or page.get_by_text("No winner").count() > 0, RACE_ENDS_S,
+             "the race's end")
+    page.get_by_role("heading", name="Start another race").wait_for()  # the page redrawn once both ended
+    print(f"the race ended {time.monotonic() - t0:.1f} s after the click")
+    text = _check_race_page(page, home)
+    print(f"the page says: {text}")
+    assert " won by " in text or text.startswith("A draw: "), text
+    _no_exception(page)
+    _shot(page, "15_race_done")
+
+    page.reload()
+    page.get_by_role("heading", name="Start another race").wait_for()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length === 3")
+    _settle(page)
+    assert _check_race_page(page, home) == text
+    page.context.close()
+
+
 def test_a_killed_server_restarts_and_its_search_resumes(server, browser):
     """Issue #15: the server is SIGKILLed while a search started from the app trains. The search's
     process leaves by itself (it watches its parent); a new server on the same SPROUT_HOME, at the
@@ -443,15 +623,9 @@ def test_a_killed_server_restarts_and_its_search_resumes(server, browser):
     url, home, _, proc = server
     if not (home / "runs" / EARLIER_RUN).exists():  # run alone: a second run, so the page lists runs
         _earlier_run(home)
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
-    page.set_default_timeout(120_000)  # a fresh server on busy cores (CI runs other tests beside it)
+    page = _new_page(browser, 1400, timeout_s=120)  # a fresh server on busy cores (CI runs other tests beside it)
     page.goto(f"{url}/search?data=sample&size=8")  # the digits at 8x8, one epoch a network
-    page.get_by_text("Advanced settings").click()
-    page.get_by_role("spinbutton", name="Most epochs per network").fill("1")
-    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
-    budget.fill("600")  # Stop ends it, not the budget
-    budget.press("Tab")
-    page.wait_for_timeout(500)
+    _advanced_settings(page, epochs=1, budget_s=600)  # Stop ends it, not the budget
     page.get_by_role("button", name="Start the search").click()
     page.wait_for_url("**run=*")
     address = urllib.parse.urlsplit(page.url)
@@ -488,4 +662,4 @@ def test_a_killed_server_restarts_and_its_search_resumes(server, browser):
     assert trials.read_text().split("\n")[:len(kept)] == kept_lines, "the kept networks' records were rewritten"
     assert [r["finished_s"] for r in records[:len(kept)]] == [r["finished_s"] for r in kept]
     assert all(r["finished_s"] is not None for r in records)
-    page.close()
+    page.context.close()

@@ -51,7 +51,9 @@ def chosen_race() -> list[dict]:
     ids = st.session_state.get(RACE_KEY)
     listing = list_runs()
     by_id = {r["run_id"]: r for r in listing}
-    found = dict(races(listing))
+    # the smart searcher first (left, green) as the race was started: the two run ids, made in the same
+    # second, would otherwise sort by their random suffixes
+    found = {race: sorted(runs, key=lambda i: by_id[i].get("searcher") != "bayesian") for race, runs in races(listing)}
     current = next((race for race, runs in found.items() if runs == ids), None)
     if found and (current is not None or not ids):
         if current is not None and st.session_state.get("race_picker") != current:
