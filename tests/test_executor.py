@@ -193,11 +193,11 @@ def test_two_local_workers_train_trials_at_once(tmp_path):
     from engine.search.loop import run_search
 
     run_id = new_run_id()
-    config = SearchConfig(**TINY, max_trials=5, workers=2)
+    config = SearchConfig(**TINY, max_trials=3, workers=2)  # the first network, then two at once
     events = []
     summary = run_search("sample", tmp_path / run_id, config, events=events.append)
-    assert summary["status"] == "done" and summary["n_trials"] == 5
-    records = _check_parallel_run(tmp_path / run_id, 5)
+    assert summary["status"] == "done" and summary["n_trials"] == 3
+    records = _check_parallel_run(tmp_path / run_id, 3)
     assert _overlapping(records), records
     assert len({r["worker"] for r in records if "worker" in r}) == 2
     epochs_of = {e["trial_id"] for e in events if e["type"] == "epoch"}
