@@ -5,6 +5,8 @@
   waits until the run folder holds a file named ``release`` (then finishes "done") or a
   SIGTERM comes (then finishes "stopped"). Starts in a fraction of a second: for the queue.
 - ``deaf``: as ``hold``, but ignores SIGTERM (a worker that does not answer a stop).
+- ``parallel``: as ``hold``, with trial 0 finished and trials 1 and 2, grown from it, in
+  training at once (parallel trials, issue 17), each one epoch in and with a prediction.
 - ``quick``: no TensorFlow, no training: a whole search told in events within a second (three
   networks, a final test), with accuracies that depend on the searcher (:data:`QUICK_ACCURACY`):
   for pages that show finished runs, such as a race.
@@ -23,7 +25,7 @@ import time
 from pathlib import Path
 
 
-def hold(run_dir: Path, deaf: bool = False) -> int:
+def hold(run_dir: Path, deaf: bool = False, parallel: bool = False) -> int:
     from engine.search.worker import EVENTS, EventWriter
 
     stop = threading.Event()
@@ -31,11 +33,22 @@ def hold(run_dir: Path, deaf: bool = False) -> int:
     emit = EventWriter(run_dir / EVENTS)
     emit({"type": "started", "searcher": "random", "device": "CPU (fake)", "class_names": ["a", "b"],
           "image_size": 8, "channels": 1, "pid": os.getpid()})
-    emit({"type": "trial_started", "trial_id": "0", "parent_id": None, "max_epochs": 1})
+    starts = [("1", "0"), ("2", "0")] if parallel else [("0", None)]
+    if parallel:
+        emit({"type": "trial_finished", "trial": {"id": "0", "parent_id": None, "status": "ok", "val_accuracy": 0.5}})
+    for k, (trial_id, parent_id) in enumerate(starts):
+        proposal = {"ancestor_id": parent_id, "operations": [], "mean": 0.6 + 0.1 * k, "sigma": 0.05,
+                    "reason": f"the reason for network {trial_id}"} if parent_id else None
+        emit({"type": "trial_started", "trial_id": trial_id, "parent_id": parent_id, "max_epochs": 3 if parallel else 1,
+              "proposal": proposal})
+        if parallel:
+            emit({"type": "epoch", "trial_id": trial_id, "epoch": 1, "logs": {}})
     while not stop.is_set() and not (run_dir / "release").exists():
         time.sleep(0.02)
     status = "stopped" if stop.is_set() else "done"
-    emit({"type": "trial_finished", "trial": {"id": "0", "parent_id": None, "status": "ok", "val_accuracy": 0.5}})
+    for trial_id, parent_id in starts:
+        emit({"type": "trial_finished", "trial": {"id": trial_id, "parent_id": parent_id, "status": "ok",
+                                                  "val_accuracy": 0.5}})
     emit({"type": "finished", "summary": {"status": status, "wall_s": 0.1}})
     return 0
 
@@ -80,11 +93,11 @@ def search(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     mode, rest = sys.argv[1], sys.argv[2:]
-    if mode in ("hold", "deaf"):
-        sys.exit(hold(Path(rest[0]), deaf=mode == "deaf"))
+    if mode in ("hold", "deaf", "parallel"):
+        sys.exit(hold(Path(rest[0]), deaf=mode == "deaf", parallel=mode == "parallel"))
     if mode == "search":
         sys.exit(search(rest))
     if mode == "quick":
         sys.exit(quick(Path(rest[0]), json.loads(rest[2])))
-    print(f"expected a mode, hold, deaf, quick or search; received {json.dumps(mode)}", file=sys.stderr)
+    print(f"expected a mode, hold, deaf, parallel, quick or search; received {json.dumps(mode)}", file=sys.stderr)
     sys.exit(2)

@@ -33,6 +33,28 @@ def test_the_snapshot_shows_what_waits_and_its_clock_stands_still_meanwhile(tmp_
     assert after["waiting"] is None and after["elapsed_s"] >= 12.2, "the clock runs again"
 
 
+def test_the_tree_draws_the_network_that_waits_with_its_prediction(tmp_path):
+    from engine.figures.tree import tree_figure
+
+    monitor = RunMonitor("20261202-120000-aaaaaa", tmp_path, SearchConfig(budget_s=60, step=True))
+    monitor.handle({"type": "started", "elapsed_s": 0.0})
+    monitor.handle({"type": "trial_finished", "trial": {"id": "0", "parent_id": None, "status": "ok",
+                                                        "val_accuracy": 0.7}})
+    proposal = {"ancestor_id": "0", "operations": [], "mean": 0.8, "sigma": 0.05, "reason": "close to the best"}
+    monitor.handle({"type": "waiting", "trial_id": "1", "parent_id": "0", "proposal": proposal, "elapsed_s": 3.0})
+    fig = tree_figure(monitor.snapshot())
+    traces = {t.name: t for t in fig.data}
+    assert "in flight" not in traces and [c[0] for c in traces["waiting"].customdata] == ["1"]
+    hover = traces["waiting"].hovertext[0]
+    assert "waits for Continue" in hover and "predicted 80.0% ± 5.0%" in hover and "close to the best" in hover
+    assert traces["waiting"].marker.symbol != traces["trained"].marker.symbol[0]  # a style of its own
+    assert len(traces["proposed"].x) == 3  # the dotted edge from its parent
+    monitor.handle({"type": "continued", "trial_id": "1", "elapsed_s": 3.0, "stopped": False})
+    monitor.handle({"type": "trial_started", "trial_id": "1", "parent_id": "0", "max_epochs": 2, "proposal": proposal})
+    traces = {t.name: t for t in tree_figure(monitor.snapshot()).data}
+    assert "waiting" not in traces and [c[0] for c in traces["in flight"].customdata] == ["1"]
+
+
 @pytest.fixture
 def fake_trainer(monkeypatch):
     from engine.training import trainer

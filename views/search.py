@@ -347,7 +347,7 @@ def live() -> None:
     flight = snap.get("in_flight") or {}
     selected = st.session_state.get("selected")
     tree_sig = (run_id, len(trials), flight.get("trial_id"), tuple(f["trial_id"] for f in snap.get("flying") or []),
-                selected, (snap.get("best") or {}).get("trial_id"))
+                selected, (snap.get("best") or {}).get("trial_id"), (snap.get("waiting") or {}).get("trial_id"))
 
     left, right = st.columns([3, 2], gap="medium")
     with left:

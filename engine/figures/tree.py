@@ -42,17 +42,20 @@ def selected_trial(event: Any) -> str | None:
 
 
 def tree_graph(snapshot: dict) -> nx.DiGraph:
-    """Trials (and the trial in flight) as a directed tree under a virtual root.
+    """Trials, the trials in flight and (step mode) the network that waits for Continue, as a
+    directed tree under a virtual root.
 
-    Node attributes: ``trial`` (the trial dict, or None for the one in flight) and
-    ``in_flight``; edge attribute: ``operations`` (the recorded morphisms that made the child).
+    Node attributes: ``trial`` (the trial dict, or None for one not trained yet), ``in_flight``
+    (not trained yet: in training, or waiting), ``waiting`` and, for those not trained yet,
+    ``flight`` (its snapshot entry, with its proposal); edge attribute: ``operations`` (the
+    recorded morphisms that made the child).
     """
     g = nx.DiGraph()
-    g.add_node(ROOT, trial=None, in_flight=False)
+    g.add_node(ROOT, trial=None, in_flight=False, waiting=False)
     trials = snapshot.get("trials", [])
     ids = {str(t["id"]) for t in trials}
     for t in trials:
-        g.add_node(str(t["id"]), trial=t, in_flight=False)
+        g.add_node(str(t["id"]), trial=t, in_flight=False, waiting=False)
     for t in trials:
         parent = t.get("parent_id")
         parent = str(parent) if parent is not None and str(parent) in ids else ROOT
@@ -60,16 +63,34 @@ def tree_graph(snapshot: dict) -> nx.DiGraph:
     # every network in training at once (``flying``; older snapshots hold ``in_flight`` only)
     flights = snapshot.get("flying") or ([snapshot["in_flight"]] if snapshot.get("in_flight") else [])
     for flight in flights:
-        if flight.get("trial_id") in (None, FINAL) or str(flight["trial_id"]) in ids:
-            continue
-        fid = str(flight["trial_id"])
-        parent = flight.get("parent_id")
-        parent = str(parent) if parent is not None and str(parent) in ids else ROOT
-        proposal = flight.get("proposal") or {}
-        g.add_node(fid, trial=None, in_flight=True, flight=flight)
-        ops = proposal.get("operations") or flight.get("operations") or []
-        g.add_edge(parent, fid, operations=ops)
+        _add_untrained(g, ids, flight, waiting=False)
+    if snapshot.get("waiting"):  # step mode: the network chosen next, before Continue
+        _add_untrained(g, ids, snapshot["waiting"], waiting=True)
     return g
+
+
+def _add_untrained(g: nx.DiGraph, ids: set[str], entry: dict, waiting: bool) -> None:
+    """A node for a network not trained yet (``entry``: a snapshot's ``flying`` or ``waiting``
+    entry), with an edge from its parent; none for the final fine-tune or an id already drawn."""
+    if entry.get("trial_id") in (None, FINAL) or str(entry["trial_id"]) in g:
+        return
+    node = str(entry["trial_id"])
+    parent = entry.get("parent_id")
+    parent = str(parent) if parent is not None and str(parent) in ids else ROOT
+    proposal = entry.get("proposal") or {}
+    g.add_node(node, trial=None, in_flight=True, waiting=waiting, flight=entry)
+    g.add_edge(parent, node, operations=proposal.get("operations") or entry.get("operations") or [])
+
+
+def _untrained_hover(node: str, entry: dict, waiting: bool) -> str:
+    """The hover of a network not trained yet: what it waits for, and the GP's prediction."""
+    prop = entry.get("proposal") or {}
+    hover = f"<b>Trial #{node} · {'waits for Continue' if waiting else 'training now'}</b>"
+    if prop.get("mean") is not None:
+        hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
+    if waiting and prop.get("reason"):
+        hover += f"<br>{html.escape(str(prop['reason']))}"
+    return hover
 
 
 def tree_positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
@@ -87,7 +108,8 @@ def tree_positions(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
 def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) -> go.Figure:
     """The tree of architectures: one node per trial coloured by validation accuracy, an edge
     from each parent to the child its morphisms made (labelled with them), the trial in flight
-    as a dashed amber node, the best trial as a star. ``customdata`` holds trial ids."""
+    as a hollow amber node (step mode: the one waiting for Continue as an amber hourglass), the
+    best trial as a star. ``customdata`` holds trial ids."""
     g = tree_graph(snapshot)
     if g.number_of_nodes() == 1:
         return empty_figure("The tree of networks grows here once the first one is trained.", height)
@@ -155,22 +177,26 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
             hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=16, symbol="x", color=GREY, line=dict(width=1, color="white")),
             name="failed", showlegend=False))
-    flying = [n for n in g.nodes if g.nodes[n]["in_flight"]]
+    flying = [n for n in g.nodes if g.nodes[n]["in_flight"] and not g.nodes[n]["waiting"]]
     if flying:
-        hovers = []
-        for n in flying:
-            prop = (g.nodes[n].get("flight") or {}).get("proposal") or {}
-            hover = f"<b>Trial #{n} · training now</b>"
-            if prop.get("mean") is not None:
-                hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
-            hovers.append(hover)
         fig.add_trace(go.Scatter(
             x=[pos[n][0] for n in flying], y=[pos[n][1] for n in flying], mode="markers+text",
             text=[f"#{n} training…" for n in flying], textposition="bottom center",
             textfont=dict(size=11, color=AMBER), customdata=[[n] for n in flying],
-            hovertext=hovers, hovertemplate="%{hovertext}<extra></extra>",
+            hovertext=[_untrained_hover(n, g.nodes[n]["flight"], False) for n in flying],
+            hovertemplate="%{hovertext}<extra></extra>",
             marker=dict(size=20, color="white", line=dict(width=2.5, color=AMBER)),
             name="in flight", showlegend=False))
+    waiting = [n for n in g.nodes if g.nodes[n]["waiting"]]
+    if waiting:
+        fig.add_trace(go.Scatter(
+            x=[pos[n][0] for n in waiting], y=[pos[n][1] for n in waiting], mode="markers+text",
+            text=[f"#{n} waits…" for n in waiting], textposition="bottom center",
+            textfont=dict(size=11, color=AMBER), customdata=[[n] for n in waiting],
+            hovertext=[_untrained_hover(n, g.nodes[n]["flight"], True) for n in waiting],
+            hovertemplate="%{hovertext}<extra></extra>",
+            marker=dict(size=18, symbol="hourglass", color=AMBER, line=dict(width=1.5, color="white")),
+            name="waiting", showlegend=False))
 
     ys = [p[1] for n, p in pos.items() if n != ROOT]
     fig.update_xaxes(visible=False)

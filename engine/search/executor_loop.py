@@ -20,7 +20,6 @@ from typing import Any, Callable
 from engine.search.budget import flops
 from engine.search.context import RunContext
 from engine.search.executor_task import TrialTask, lost_result
-from engine.search.status import TrialStatus
 from engine.search.trials import TrialRunner
 
 WAIT_S = 0.2  # how often the loop looks at the run's stop while trials train
@@ -37,7 +36,7 @@ class InFlight:
 
 
 def run_in_parallel(ctx: RunContext, runner: TrialRunner, executor: Any,
-                    next_trial: Callable[[list], tuple | None], max_failures: int = 5) -> None:
+                    next_trial: Callable[[list], tuple | None]) -> None:
     """The search phase over ``executor`` (see the module docstring). ``next_trial(pending)``
     returns (network, proposal, epochs, deadline) or None when no further trial should start."""
     flying: dict[str, InFlight] = {}
@@ -79,9 +78,7 @@ def run_in_parallel(ctx: RunContext, runner: TrialRunner, executor: Any,
                                          trial.proposal.ancestor_id, list(trial.proposal.operations), trial.proposal,
                                          trial.max_epochs, result, outcome.train_s, outcome.epoch_seconds,
                                          outcome.deadline_hit, where(ctx, outcome))
-                runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
-                if runner.failures >= max_failures and not ending:
-                    ctx.say(f"search ended early: {runner.failures} trials in a row failed")
+                if runner.record_outcome(record):
                     ending = True
     finally:
         for trial_id in flying:  # an error here: nothing keeps training after the search phase

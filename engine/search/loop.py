@@ -62,7 +62,6 @@ log = logging.getLogger(__name__)
 
 ACQ_FRACTION = 0.03           # acquisition time cap, as a fraction of a trial's expected time
 TRIAL_SHARE = 0.3             # a proposal must be able to train within this share of the search time left
-MAX_CONSECUTIVE_FAILURES = 5
 
 
 def run_search(data_source: Any, out_dir: str | os.PathLike, config: SearchConfig,
@@ -284,8 +283,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
     ctx.child_epochs = planned_child_epochs(ctx, runner)
     runner.full_epochs = max_epochs(ctx)  # a grown network given fewer is recorded as short
     if executor is not None:  # several trials at once: engine.search.executor_loop
-        run_in_parallel(ctx, runner, executor, lambda pending: _next_trial(ctx, runner, pending),
-                        MAX_CONSECUTIVE_FAILURES)
+        run_in_parallel(ctx, runner, executor, lambda pending: _next_trial(ctx, runner, pending))
         return
     while not ctx.stop.is_set():
         step = _next_trial(ctx, runner)
@@ -295,9 +293,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
         if ctx.config.step and not wait_to_go_on(ctx, str(runner.next_id), proposal):
             break
         record = runner.train(arch, proposal.ancestor_id, list(proposal.operations), proposal, n, deadline)
-        runner.failures = 0 if record["status"] == TrialStatus.OK else runner.failures + 1
-        if runner.failures >= MAX_CONSECUTIVE_FAILURES:
-            ctx.say(f"search ended early: {runner.failures} trials in a row failed")
+        if runner.record_outcome(record):
             break
 
 
@@ -339,9 +335,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
         arch, error = runner.realise(proposal)
         ops = list(proposal.operations)
         if arch is None:
-            runner.fail(proposal.architecture, proposal.ancestor_id, ops, proposal, error)
-            if runner.failures >= MAX_CONSECUTIVE_FAILURES:
-                ctx.say(f"search ended early: {runner.failures} trials in a row failed")
+            if runner.record_outcome(runner.fail(proposal.architecture, proposal.ancestor_id, ops, proposal, error)):
                 return None
             continue
         epoch_s = cost.epoch_s(flops(arch)) if cost.known else None

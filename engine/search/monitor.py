@@ -86,19 +86,23 @@ class RunMonitor:
             self.snap["status"] = RunStatus.FINISHING
 
     def _flight(self, trial_id: str) -> dict | None:
-        """The in-flight entry of ``trial_id`` (``flying`` holds every trial in training at once;
-        ``in_flight`` is the one started last)."""
+        """The in-flight entry of ``trial_id``."""
         return next((f for f in self.snap["flying"] if f["trial_id"] == trial_id), None)
 
+    def _set_flying(self, flying: list[dict]) -> None:
+        """Every trial in training at once, in order of start (``flying``); ``in_flight``, the one
+        started last, is derived here and nowhere else (pages and the registry that show one trial read it)."""
+        self.snap["flying"] = flying
+        self.snap["in_flight"] = flying[-1] if flying else None
+
     def _on_trial_started(self, e: dict) -> None:
-        self.snap["flying"] = [f for f in self.snap["flying"] if f["trial_id"] != e["trial_id"]]
-        self.snap["in_flight"] = {
+        flight = {
             "trial_id": e["trial_id"], "parent_id": e.get("parent_id"), "epoch": 0,
             "max_epochs": e.get("max_epochs"), "batch": 0, "n_batches": None,
             "proposal": copy.deepcopy(e.get("proposal")), "operations": copy.deepcopy(e.get("operations", [])),
             "description": e.get("description"), "logs": {},
         }
-        self.snap["flying"].append(self.snap["in_flight"])
+        self._set_flying([f for f in self.snap["flying"] if f["trial_id"] != e["trial_id"]] + [flight])
 
     def _on_waiting(self, e: dict) -> None:
         """Step mode: the search waits for Continue; its budget clock stands still meanwhile."""
@@ -125,9 +129,7 @@ class RunMonitor:
         trial = copy.deepcopy(e["trial"])
         s = self.snap
         s["trials"].append(trial)
-        s["flying"] = [f for f in s["flying"] if f["trial_id"] != trial["id"]]
-        if s["in_flight"] is not None and s["in_flight"]["trial_id"] == trial["id"]:
-            s["in_flight"] = s["flying"][-1] if s["flying"] else None
+        self._set_flying([f for f in s["flying"] if f["trial_id"] != trial["id"]])
         if trial.get("status") == TrialStatus.OK and trial.get("architecture"):
             from engine.nas.architecture import Architecture
 
@@ -154,11 +156,11 @@ class RunMonitor:
         self.snap["waiting"] = None
         self.snap["final"] = copy.deepcopy(e["final"])
         self.snap["files"] = dict(e["files"])
-        self.snap["in_flight"], self.snap["flying"] = None, []
+        self._set_flying([])
 
     def _on_finished(self, e: dict) -> None:
         summary = e.get("summary") or {}
-        self.snap["in_flight"], self.snap["flying"] = None, []
+        self._set_flying([])
         if summary.get("wall_s") is not None:
             self.snap["elapsed_s"] = summary["wall_s"]
         self._clock = None
@@ -180,7 +182,8 @@ class RunMonitor:
             self.snap["error"] = error
             self._log(f"error: {error}")
         if status not in ACTIVE:
-            self.snap["in_flight"], self.snap["flying"], self.snap["waiting"] = None, [], None
+            self._set_flying([])
+            self.snap["waiting"] = None
             if self._clock is not None:
                 self.snap["elapsed_s"] = self._clock[0] + time.monotonic() - self._clock[1]
             self._clock = None

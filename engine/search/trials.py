@@ -32,6 +32,7 @@ from engine.search.trial import Trial
 log = logging.getLogger("engine.search.loop")
 
 OOM_SHRINK = 0.7              # after an out-of-memory trial: max_params = 70% of its size
+MAX_CONSECUTIVE_FAILURES = 5  # this many trials in a row that fail end the search phase
 
 
 class TrialRunner:
@@ -120,7 +121,8 @@ class TrialRunner:
         return arch, None
 
     def fail(self, arch, parent_id, operations, proposal, error) -> dict:
-        """Commit a trial that could not be trained (its network could not be built or is too big)."""
+        """Commit a trial that could not be trained (its network could not be built or is too big);
+        the caller counts it with :meth:`record_outcome`."""
         ctx = self.ctx
         trial_id = str(self.next_id)
         self.next_id += 1
@@ -128,9 +130,17 @@ class TrialRunner:
         record = self._record(trial_id, arch, parent_id, operations, proposal, status=TrialStatus.FAILED, error=error,
                               val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now)
         self._commit(record, arch.copy(with_weights=False) if arch is not None else None)
-        self.failures += 1
         ctx.say(self._progress_line(record))
         return record
+
+    def record_outcome(self, record: dict) -> bool:
+        """Count a committed trial in the run of failures (an ``ok`` trial ends the run; any other
+        status extends it): True when the search phase must end, after
+        :data:`MAX_CONSECUTIVE_FAILURES` trials in a row failed (said once, when the count reaches it)."""
+        self.failures = 0 if record["status"] == TrialStatus.OK else self.failures + 1
+        if self.failures == MAX_CONSECUTIVE_FAILURES:
+            self.ctx.say(f"search ended early: {self.failures} trials in a row failed")
+        return self.failures >= MAX_CONSECUTIVE_FAILURES
 
     def _record(self, trial_id, arch, parent_id, operations, proposal, **fields_) -> dict:
         ctx = self.ctx
