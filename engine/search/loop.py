@@ -51,6 +51,7 @@ from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.executor import open_executor
 from engine.search.executor_loop import run_in_parallel
+from engine.search.fidelity import promotion_step
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
@@ -281,7 +282,8 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
                         MAX_CONSECUTIVE_FAILURES)
         return
     while not ctx.stop.is_set():
-        step = _next_trial(ctx, runner)
+        # issue 22: a network due for promotion to more of the images goes before a new proposal
+        step = promotion_step(ctx, runner, search_deadline(ctx, runner), max_epochs(ctx)) or _next_trial(ctx, runner)
         if step is None:
             break
         arch, proposal, n, deadline = step
