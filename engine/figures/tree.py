@@ -109,8 +109,8 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
         mid_text.append(short_label(d["operations"]))
-        mid_hover.append(f"<b>#{u} → #{v}</b><br>"  # no operations: a promotion (issue 22)
-                         f"{html.escape(describe_all(d['operations'], none='promoted: trained on more of the images'))}")
+        what = describe_all(d["operations"], none="promoted: trained on more of the images")  # issue 22
+        mid_hover.append(f"<b>#{u} → #{v}</b><br>{html.escape(what)}")
     fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#ced4da", width=2),
                              hoverinfo="skip", name="morphism", showlegend=False))
     if fx:

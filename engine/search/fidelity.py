@@ -80,7 +80,8 @@ def check_fidelities(values: Sequence[float]) -> tuple[float, ...]:
     try:
         out = sorted({float(v) for v in values})
     except (TypeError, ValueError):
-        raise ValueError(f"fidelities must be a list of fractions of the training images; received {values!r}") from None
+        raise ValueError(f"fidelities must be a list of fractions of the training images; "
+                         f"received {values!r}") from None
     if not out or out[0] <= 0 or out[-1] > 1:
         raise ValueError(f"fidelities must be fractions of the training images in (0, 1]; received {list(values)}")
     return tuple(out) if out[-1] == 1.0 else (*out, 1.0)
@@ -128,6 +129,15 @@ def full_epochs(epoch_seconds: Sequence[float], factor: float, extra_s: float = 
 def fidelity_of(record: dict) -> float:
     """A trials.jsonl record's fidelity (1.0 for a record written before issue 22)."""
     return float(record.get("fidelity") or 1.0)
+
+
+def best_record(trials: Sequence[dict]) -> dict | None:
+    """A snapshot's ``best``, ``{"trial_id", "val_accuracy"}``: the first ``ok`` trial to reach the
+    highest score, among those trained on all the images when there are any (as the final phase picks)."""
+    scored = [t for t in trials if t.get("status") == TrialStatus.OK and t.get("val_accuracy") is not None]
+    scored = [t for t in scored if fidelity_of(t) >= 1.0] or scored
+    best = max(scored, key=lambda t: t["val_accuracy"], default=None)  # max keeps the first of equals
+    return None if best is None else {"trial_id": best["id"], "val_accuracy": best["val_accuracy"]}
 
 
 @dataclass
