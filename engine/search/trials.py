@@ -149,8 +149,9 @@ class TrialRunner:
         trial_id = str(self.next_id)
         self.next_id += 1
         now = round(ctx.elapsed(), 3)
+        share = fidelity.fraction_for(ctx.state.get("fidelities") or (1.0,), self.records, parent_id, proposal)
         record = self._record(trial_id, arch, parent_id, operations, proposal, status=TrialStatus.FAILED, error=error,
-                              val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now)
+                              val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now, fidelity=share)
         self._commit(record, arch.copy(with_weights=False) if arch is not None else None)
         self.failures += 1
         ctx.say(self._progress_line(record))
