@@ -13,7 +13,8 @@ from engine.nas.lineage import gp_data
 from engine.nas.proposals import explain_promotion, fraction_text
 from engine.search import fidelity
 from engine.search.fidelity import (EPOCH_SHARE, MAX_RUNGS, MIN_IMAGES, MIN_SUBSET, check_fidelities,
-                                    choose_fidelities, epoch_factor, full_epochs, next_promotion, subset_index)
+                                    choose_fidelities, due_promotions, epoch_factor, full_epochs, next_promotion,
+                                    subset_index)
 from engine.search.trial import Trial
 
 
@@ -159,6 +160,7 @@ def test_the_top_third_of_a_rung_is_promoted_highest_rung_first():
     records += [_record(5, 0.83, 0.5), _record(6, 0.84, 0.5)]
     assert next_promotion(records, rungs).record["id"] == "4" and next_promotion(records, rungs).to == 1.0
     records += [_record(7, 0.9, 0.25), _record(8, 0.6, 0.25), _record(9, 0.6, 0.25)]
+    assert [(p.record["id"], p.to) for p in due_promotions(records, rungs)] == [("4", 1.0), ("7", 0.5)]
     records.append(_record(10, 0.8, 1.0, promoted_from="4"))
     p = next_promotion(records, rungs)
     assert p.record["id"] == "7" and p.rank == 1 and p.of == 6  # rung 0.5 has no one left: the lowest rung goes on

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -150,19 +150,24 @@ class Promotion:
     of: int
 
 
-def next_promotion(records: Sequence[dict], rungs: Sequence[float], eta: int = ETA) -> Promotion | None:
-    """The next network to promote, or None: on the highest rung below all the images first (so
-    a promising network reaches all of them soonest), the best-scored ``ok`` network in the top
-    ``1/eta`` of those trained on that rung that has not been promoted yet."""
+def due_promotions(records: Sequence[dict], rungs: Sequence[float], eta: int = ETA) -> Iterator[Promotion]:
+    """The promotions due, at most one per rung, highest rung below all the images first (so a
+    promising network reaches all of them soonest): on each rung, the best-scored ``ok`` network
+    in the top ``1/eta`` of those trained on it that has not been promoted yet."""
     promoted = {str(r["promoted_from"]) for r in records if r.get("promoted_from") is not None}
     for i in reversed(range(len(rungs) - 1)):
         at = [r for r in records if r.get("status") == TrialStatus.OK and r.get("val_accuracy") is not None
               and math.isclose(fidelity_of(r), rungs[i])]
         at.sort(key=lambda r: -float(r["val_accuracy"]))  # stable: the earlier of equal scores first
-        for rank, record in enumerate(at[: len(at) // eta], start=1):
-            if str(record["id"]) not in promoted:
-                return Promotion(record, float(rungs[i + 1]), rank, len(at))
-    return None
+        due = next(((rank, r) for rank, r in enumerate(at[: len(at) // eta], start=1)
+                    if str(r["id"]) not in promoted), None)
+        if due is not None:
+            yield Promotion(due[1], float(rungs[i + 1]), due[0], len(at))
+
+
+def next_promotion(records: Sequence[dict], rungs: Sequence[float], eta: int = ETA) -> Promotion | None:
+    """The first of :func:`due_promotions`, or None."""
+    return next(due_promotions(records, rungs, eta), None)
 
 
 def fraction_for(rungs: Sequence[float], records: Sequence[dict], parent_id: Any, proposal: Any) -> float:
@@ -208,21 +213,19 @@ def promotion_step(ctx: Any, runner: Any, deadline: float, epochs: int) -> tuple
     the search phase's end; ``epochs``: a grown network's planned epochs."""
     if ctx.stop.is_set() or (ctx.config.max_trials is not None and len(runner.records) >= ctx.config.max_trials):
         return None
-    rungs = ladder(ctx, runner)
-    promotion = next_promotion(runner.records, rungs)
-    if promotion is None:
-        return None
-    source = promotion.record
-    arch = ctx.folder.load_architecture(str(source["id"]))
-    arch.id = str(source["id"])
-    n = int(epochs)
-    if ctx.cost.known:
-        data = ctx.train_data
-        epoch = ctx.cost.epoch_s(flops(arch)) / epoch_factor(promotion.to, len(data.y_train), len(data.y_val))
-        n = min(n, int((deadline - ctx.elapsed() - ctx.cost.extra_s()) // max(epoch, 1e-6)))
-        if n < 1:
-            return None  # it would not fit: the time goes to cheaper networks or to the final phase
-    reason = explain_promotion(source["id"], float(source["val_accuracy"]), fidelity_of(source), promotion.to,
-                               promotion.rank, promotion.of)
-    proposal = Proposal(arch.copy(with_weights=False), str(source["id"]), [], searcher=PROMOTION, reason=reason)
-    return arch, proposal, n, deadline
+    for promotion in due_promotions(runner.records, ladder(ctx, runner)):
+        source = promotion.record
+        arch = ctx.folder.load_architecture(str(source["id"]))
+        arch.id = str(source["id"])
+        n = int(epochs)
+        if ctx.cost.known:
+            data = ctx.train_data
+            epoch = ctx.cost.epoch_s(flops(arch)) / epoch_factor(promotion.to, len(data.y_train), len(data.y_val))
+            n = min(n, int((deadline - ctx.elapsed() - ctx.cost.extra_s()) // max(epoch, 1e-6)))
+            if n < 1:
+                continue  # it would not fit: a cheaper promotion, new networks or the final phase get the time
+        reason = explain_promotion(source["id"], float(source["val_accuracy"]), fidelity_of(source), promotion.to,
+                                   promotion.rank, promotion.of)
+        proposal = Proposal(arch.copy(with_weights=False), str(source["id"]), [], searcher=PROMOTION, reason=reason)
+        return arch, proposal, n, deadline
+    return None
