@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -207,6 +207,30 @@ def ladder(ctx: Any, runner: Any) -> tuple[float, ...]:
     return rungs
 
 
+def next_step(ctx: Any, runner: Any, deadline: float, epochs: int, propose: Callable[[], tuple | None]) -> tuple | None:
+    """The search loop's next step, ``(network with weights, proposal, epochs, deadline)`` or None:
+    a promotion when one is due and fits (:func:`promotion_step`), else ``propose()``'s new network.
+    That one trains on the lowest rung; below all the images its epochs cost about that share of
+    a full one, so it gets the recipe's epochs for a grown network (not fewer, as planned for
+    epochs on all the images), as many as the time left holds."""
+    step = promotion_step(ctx, runner, deadline, epochs)
+    if step is not None:
+        return step
+    step = propose()
+    rungs = ladder(ctx, runner)
+    if step is None or rungs[0] >= 1.0 or ctx.config.max_epochs or not ctx.cost.known:
+        return step
+    arch, proposal, n, end = step
+    fit = int((end - ctx.elapsed() - ctx.cost.extra_s()) // max(_epoch_at(ctx, arch, rungs[0]), 1e-6))
+    return arch, proposal, max(n, min(int(ctx.recipe.child_epochs), fit)), end
+
+
+def _epoch_at(ctx: Any, arch: Any, share: float) -> float:
+    """Estimated seconds of one epoch of ``arch`` on ``share`` of the training images."""
+    data = ctx.train_data
+    return ctx.cost.epoch_s(flops(arch)) / epoch_factor(share, len(data.y_train), len(data.y_val))
+
+
 def promotion_step(ctx: Any, runner: Any, deadline: float, epochs: int) -> tuple | None:
     """The next promotion as the loop's next step, ``(network with weights, proposal, epochs,
     deadline)``, or None (no promotion due, a single fidelity, or no time for one). ``deadline``:
@@ -217,10 +241,10 @@ def promotion_step(ctx: Any, runner: Any, deadline: float, epochs: int) -> tuple
         source = promotion.record
         arch = ctx.folder.load_architecture(str(source["id"]))
         arch.id = str(source["id"])
-        n = int(epochs)
+        # onto a rung below all the images: the recipe's epochs, each costing about that share of one
+        n = int(epochs if promotion.to >= 1.0 or ctx.config.max_epochs else max(epochs, ctx.recipe.child_epochs))
         if ctx.cost.known:
-            data = ctx.train_data
-            epoch = ctx.cost.epoch_s(flops(arch)) / epoch_factor(promotion.to, len(data.y_train), len(data.y_val))
+            epoch = _epoch_at(ctx, arch, promotion.to)
             n = min(n, int((deadline - ctx.elapsed() - ctx.cost.extra_s()) // max(epoch, 1e-6)))
             if n < 1:
                 continue  # it would not fit: a cheaper promotion, new networks or the final phase get the time

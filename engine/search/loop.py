@@ -51,7 +51,7 @@ from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.executor import open_executor
 from engine.search.executor_loop import run_in_parallel
-from engine.search.fidelity import promotion_step
+from engine.search.fidelity import next_step
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
@@ -283,7 +283,7 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
         return
     while not ctx.stop.is_set():
         # issue 22: a network due for promotion to more of the images goes before a new proposal
-        step = promotion_step(ctx, runner, search_deadline(ctx, runner), max_epochs(ctx)) or _next_trial(ctx, runner)
+        step = next_step(ctx, runner, search_deadline(ctx, runner), max_epochs(ctx), lambda: _next_trial(ctx, runner))
         if step is None:
             break
         arch, proposal, n, deadline = step
