@@ -225,6 +225,16 @@ def next_step(ctx: Any, runner: Any, deadline: float, epochs: int, propose: Call
     return arch, proposal, max(n, min(int(ctx.recipe.child_epochs), fit)), end
 
 
+def epoch_share(ctx: Any) -> float:
+    """A new network's epoch (on the lowest rung) against one on all the training images: what the
+    loop scales its time checks by; 1.0 with a single fidelity or before the ladder is chosen."""
+    rungs = ctx.state.get("fidelities") or (1.0,)
+    if float(rungs[0]) >= 1.0:
+        return 1.0
+    data = ctx.train_data
+    return 1.0 / epoch_factor(float(rungs[0]), len(data.y_train), len(data.y_val))
+
+
 def _epoch_at(ctx: Any, arch: Any, share: float) -> float:
     """Estimated seconds of one epoch of ``arch`` on ``share`` of the training images."""
     data = ctx.train_data

@@ -51,7 +51,7 @@ from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.executor import open_executor
 from engine.search.executor_loop import run_in_parallel
-from engine.search.fidelity import next_step
+from engine.search.fidelity import epoch_share, next_step
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
@@ -312,7 +312,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             epoch_best, extra = cost.epoch_s(flops(best.architecture)), cost.extra_s()
         else:
             epoch_best, extra = 0.0, 0.0
-        if left <= extra + epoch_best:
+        if left <= extra + epoch_best * epoch_share(ctx):  # issue 22: a new network may train on part of the images
             ctx.say("the time budget is used up (the rest is kept for the final model)")
             return None
         expected_trial = extra + max_epochs(ctx) * epoch_best
@@ -338,7 +338,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
                 ctx.say(f"search ended early: {runner.failures} trials in a row failed")
                 return None
             continue
-        epoch_s = cost.epoch_s(flops(arch)) if cost.known else None
+        epoch_s = cost.epoch_s(flops(arch)) * epoch_share(ctx) if cost.known else None
         left = deadline - ctx.elapsed()
         if epoch_s is not None:
             n = int((left - cost.extra_s()) // epoch_s)
