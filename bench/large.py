@@ -29,6 +29,8 @@ import threading
 import time
 from pathlib import Path
 
+from engine.training.recipe import parse_overrides
+
 ROOT = Path(__file__).resolve().parent.parent
 FULL = ROOT.parent / "shared" / "datasets" / "fashion-mnist-full"
 OUT = ROOT / "bench" / "results" / "large.md"
@@ -55,7 +57,8 @@ def watch_rss(pid_of, stop: threading.Event, peaks: dict) -> None:
         stop.wait(0.2)
 
 
-def run_search(data: Path, budget: float, seed: int, work: Path, fidelities: list[float] | None) -> dict:
+def run_search(data: Path, budget: float, seed: int, work: Path, fidelities: list[float] | None,
+               recipe: dict | None = None) -> dict:
     """One search through a registry, as the app runs it: its run folder, wall time and peak RSS."""
     from engine.search.config import SearchConfig
     from engine.search.jobs import Registry
@@ -64,7 +67,7 @@ def run_search(data: Path, budget: float, seed: int, work: Path, fidelities: lis
     peaks: dict = {}
     try:
         t0 = time.monotonic()
-        run_id = registry.start(data, SearchConfig(budget_s=budget, seed=seed, fidelities=fidelities))
+        run_id = registry.start(data, SearchConfig(budget_s=budget, seed=seed, fidelities=fidelities, recipe=recipe))
         stop = threading.Event()
         watcher = threading.Thread(target=watch_rss, args=(lambda: registry.worker_pid(run_id), stop, peaks),
                                    daemon=True)
@@ -118,7 +121,7 @@ def one_seed(a: argparse.Namespace, seed: int) -> dict:
 
     work = Path(a.work) / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
-    search = run_search(Path(a.data), a.budget, seed, work, a.fidelities)
+    search = run_search(Path(a.data), a.budget, seed, work, a.fidelities, a.recipe)
     run_dir = Path(search["run_dir"])
     records, summary, state = read_run(run_dir)
     result = {"seed": seed, **search, "fidelities": state.get("fidelities"), "trials": len(records),
@@ -160,6 +163,7 @@ def report(a: argparse.Namespace, results: list[dict], note: str) -> str:
              f"Data `{os.path.relpath(a.data, ROOT)}`, "
              f"test `{os.path.relpath(a.test, ROOT)}`, {a.budget:g} s each, seeds {', '.join(map(str, a.seed_list))}"
              + (f", fidelities forced to {a.fidelities}" if a.fidelities else ", fidelities chosen by the recipe")
+             + (f", recipe overrides {a.recipe}" if a.recipe else "")
              + ".", ""]
     if note:
         lines += [note, ""]
@@ -192,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=600.0)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--fidelities", type=lambda s: [float(x) for x in s.split(",")], default=None)
+    p.add_argument("--recipe", type=parse_overrides, default=None, metavar="KEY=VALUE,...",
+                   help="override the search's recipe, e.g. seed_epochs=1 (as `engine search --recipe`)")
     p.add_argument("--no-fixed", action="store_true", help="the search alone (a smoke run)")
     p.add_argument("--note", default="", help="a line for the report (e.g. 'smoke run, not the benchmark')")
     p.add_argument("--work", default=None)
