@@ -294,7 +294,7 @@ class TrialRunner:
     def _progress_line(self, record: dict) -> str:
         best = self.best(allow_stopped=False)
         head = f"trial {record['id']}  {record['description']}"
-        if fidelity.fidelity_of(record) < 1.0:
+        if fidelity.fidelity_of(record) < 1.0 and record.get("promoted_from") is None:  # a promotion says it
             head += f"  (on {fraction_text(fidelity.fidelity_of(record))} of the images)"
         if record["status"] == TrialStatus.OK:
             tail = f"val {record['val_accuracy']:.3f}" + (f"  (best {best.score:.3f})" if best else "")
