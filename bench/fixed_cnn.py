@@ -35,6 +35,7 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     from engine.search.prepare import TEST_FRACTION, VAL_FRACTION
     from engine.training.batches import Batches
     from engine.training.evaluation import evaluate
+    from engine.files import write_labels
 
     ds = data.load(source)
     split = ds.split(test=TEST_FRACTION, val=VAL_FRACTION, seed=seed)
@@ -75,9 +76,7 @@ def train_fixed(source, out_dir: Path, budget_s: float, seed: int = 0) -> dict:
     result = evaluate(model, x_te, y_te, list(ds.class_names))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "best_model.keras")
-    (out_dir / "labels.json").write_text(json.dumps({"labels": list(ds.class_names),
-                                                     "image_size": int(ds.images.shape[1]),
-                                                     "channels": int(ds.images.shape[3])}))
+    write_labels(out_dir, list(ds.class_names))  # a plain list, as `engine evaluate` reads it
     summary = {"method": "fixed", "seed": seed, "budget_s": budget_s, "wall_s": time.monotonic() - started,
                "test_accuracy": float(result["accuracy"]), "best_val_accuracy": budget.best,
                "epochs": len(budget.history), "history": budget.history, "n_params": int(model.count_params())}

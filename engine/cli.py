@@ -18,7 +18,7 @@ from engine.errors import SproutError
 #: field names in the engine's error messages -> the flags that set them on this command line
 FLAGS = {"budget_s": "--budget", "max_epochs": "--max-epochs", "max_trials": "--max-trials",
          "image_size": "--image-size", "out_dir": "--out", "resume=True": "--resume", "workers": "--workers",
-         "executor": "--executor"}
+         "executor": "--executor", "fidelities": "--fidelities"}
 
 
 def flag_words(message: str) -> str:
@@ -69,7 +69,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     config = SearchConfig(budget_s=args.budget, searcher=args.searcher, seed=args.seed,
                           image_size=args.image_size, max_epochs=args.max_epochs, max_trials=args.max_trials,
                           recipe=args.recipe, pretrained=args.pretrained, workers=args.workers,
-                          executor=args.executor, ray_address=args.ray_address,
+                          executor=args.executor, ray_address=args.ray_address, fidelities=args.fidelities,
                           levers={k: v for d in args.search_option or [] for k, v in d.items()} or None)
     stop = threading.Event()
 
@@ -247,6 +247,14 @@ def _recipe(text: str) -> dict:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected fractions separated by commas, e.g. 0.25,1; "
+                                         f"received {text!r}") from None
+
+
 def _search_option(text: str) -> dict:
     from engine.nas.levers import parse
 
@@ -289,6 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable (engine/nas/levers.py lists them)")
     p.add_argument("--max-trials", type=_positive_int, default=None,
                    help="stop proposing after this many trials (default: the budget decides)")
+    p.add_argument("--fidelities", type=_fractions, default=None, metavar="F,...",
+                   help="shares of the training images new networks train on before the best are promoted, "
+                        "e.g. 0.0625,0.25,1 (default: chosen from the data's size and the device's speed; "
+                        "small sets always train on all of them)")
     p.add_argument("--pretrained", default="auto", metavar="auto|none|PATH",
                    help="start from a pretrained MobileNetV3-Small trunk and search the head over it: auto (the "
                         "default: for colour photos of 64 px or more, with ImageNet weights cached under "

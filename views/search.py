@@ -8,6 +8,7 @@ from engine.figures.search import curves_figure, distance_heatmap, mds_figure, p
 from engine.figures.style import fmt_duration, ok_trials, trial_by_id
 from engine.figures.tree import FINAL, selected_trial, tree_figure
 from engine.nas.operations import describe_all
+from engine.nas.proposals import fraction_text
 from engine.search.labels import device_parts
 from engine.search.status import FINISHED, RunStatus
 from views.common import (
@@ -259,10 +260,14 @@ def _flight_card(flight: dict) -> None:
         prop = flight.get("proposal") or {}
         what = describe_all(prop.get("operations"), none="")
         title = f"**Now training network #{flight.get('trial_id')}**"
-        if parent is not None:
+        if prop.get("searcher") == "promotion":
+            title += f" · #{parent} promoted"
+        elif parent is not None:
             title += f" · grown from #{parent}" + (f": {what}" if what else "")
         else:
             title += " · a starting network"
+        if float(prop.get("fidelity") or 1.0) < 1.0:
+            title += f" · on {fraction_text(float(prop['fidelity']))} of the images"
         st.markdown(title)
         st.progress(min(1.0, done), text=f"epoch {min(epoch + 1, max_epochs)} of {max_epochs}"
                     + (f" · batch {batch} of {n_batches}" if n_batches else ""))

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import plotly.graph_objects as go
 
 from engine.nas.operations import describe_all
+from engine.nas.proposals import fraction_text
 
 # ----- one palette for the whole product ---------------------------------------------
 GREEN = "#2f9e64"       # Sprout's green: primary actions, good results
@@ -120,10 +121,14 @@ def trial_hover(t: dict) -> str:
     lines = [head]
     if t.get("summary"):
         lines.append(html.escape(str(t["summary"])))
-    if t.get("parent_id") is not None:
+    if t.get("promoted_from") is not None:
+        lines.append(f"#{t['promoted_from']} promoted: trained further on more of the images")
+    elif t.get("parent_id") is not None:
         lines.append(f"from #{t['parent_id']}: {html.escape(describe_all(t.get('operations'), none='changed'))}")
     else:
         lines.append("a starting network")
+    if float(t.get("fidelity") or 1.0) < 1.0:
+        lines.append(f"trained on {fraction_text(float(t['fidelity']))} of the images")
     bits = []
     if t.get("n_params") is not None:
         bits.append(f"{int(t['n_params']):,} weights")

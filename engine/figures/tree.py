@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from engine.figures.style import (ACCURACY_SCALE, AMBER, GREY, INK, accuracy_range, apply_layout, empty_figure, pct,
                                   trial_hover)
 from engine.nas.operations import describe_all, kind_word
+from engine.nas.proposals import fraction_text
 
 ROOT = "__root__"
 FINAL = "final"           # the in-flight id of the last fine-tune (not a node of the tree)
@@ -88,6 +89,8 @@ def _untrained_hover(node: str, entry: dict, waiting: bool) -> str:
     hover = f"<b>Trial #{node} · {'waits for Continue' if waiting else 'training now'}</b>"
     if prop.get("mean") is not None:
         hover += f"<br>predicted {pct(prop.get('mean'))} ± {pct(prop.get('sigma'))}"
+    if float(prop.get("fidelity") or 1.0) < 1.0:
+        hover += f"<br>on {fraction_text(float(prop['fidelity']))} of the images"
     if waiting and prop.get("reason"):
         hover += f"<br>{html.escape(str(prop['reason']))}"
     return hover
@@ -130,7 +133,8 @@ def tree_figure(snapshot: dict, selected: str | None = None, height: int = 440) 
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
         mid_text.append(short_label(d["operations"]))
-        mid_hover.append(f"<b>#{u} → #{v}</b><br>{html.escape(describe_all(d['operations'], none='changed'))}")
+        what = describe_all(d["operations"], none="promoted: trained on more of the images")  # issue 22
+        mid_hover.append(f"<b>#{u} → #{v}</b><br>{html.escape(what)}")
     fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#ced4da", width=2),
                              hoverinfo="skip", name="morphism", showlegend=False))
     if fx:

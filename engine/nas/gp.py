@@ -29,6 +29,10 @@ except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
 
 JITTER_START = 1e-10
 JITTER_MAX = 1e-2
+#: The extra standard deviation (accuracy units) of a score measured on part of the training
+#: images, per halving of them (issue 22): a first guess in the spirit of levers.TRUNCATED_STD;
+#: bench/large.py reports the GP's rank correlation per fidelity to check it.
+FIDELITY_STD = 0.01
 
 
 def blas_single_thread():
@@ -59,6 +63,13 @@ def cholesky_jitter(k: np.ndarray, start: float = JITTER_START,
                 raise np.linalg.LinAlgError(
                     f"matrix is not positive definite even with jitter {max_jitter:g} on the diagonal"
                 ) from None
+
+
+def fidelity_noise(fractions) -> np.ndarray:
+    """Extra noise variance (accuracy units squared) of scores measured on the given fractions
+    of the training images: (:data:`FIDELITY_STD` x the halvings below all of them)^2, 0 at 1."""
+    f = np.clip(np.asarray(fractions, dtype=np.float64).ravel(), 1e-6, 1.0)
+    return (FIDELITY_STD * np.log2(1.0 / f)) ** 2
 
 
 class GaussianProcess:
@@ -300,4 +311,4 @@ def _with_features(x: np.ndarray, features: np.ndarray | None) -> np.ndarray:
     return np.hstack([x, features])
 
 
-__all__ = ["GaussianProcess", "ArchitectureGP", "cholesky_jitter", "blas_single_thread"]
+__all__ = ["GaussianProcess", "ArchitectureGP", "cholesky_jitter", "blas_single_thread", "fidelity_noise"]

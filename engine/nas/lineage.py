@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from engine.nas.gp import fidelity_noise
 from engine.nas.levers import TRUNCATED_STD
 
 
@@ -120,6 +121,9 @@ def gp_data(scored: Sequence[Any], truncated: str = "same", lineage: str = "none
     noise = None
     if truncated == "noise":
         noise = np.array([(TRUNCATED_STD * truncated_share(t)) ** 2 for t in keep])
+    shares = np.array([float(_record(t).get("fidelity") or 1.0) for t in keep])
+    if np.any(shares < 1.0):  # scores on part of the training images (issue 22): noisier
+        noise = fidelity_noise(shares) + (0.0 if noise is None else noise)
     data = GPData(keep, y, noise, lineage=lineage, scores=scores)
     if lineage == "epochs":
         data.cumulative = cumulative_epochs(scored)

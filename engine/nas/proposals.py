@@ -103,3 +103,21 @@ def explain_bfs(ancestor_id: Any, operations: Sequence[dict], used_up: bool = Fa
     if used_up:
         return f"Breadth-first order is used up, so this is a random change, {path_text(ancestor_id, operations)}."
     return f"Next untried change in breadth-first order, {path_text(ancestor_id, operations)}."
+
+
+def fraction_text(fraction: float) -> str:
+    """A share of the training images in words: ``0.25`` -> ``1/4``, ``1.0`` -> ``all``."""
+    from fractions import Fraction
+
+    if fraction >= 1.0:
+        return "all"
+    share = Fraction(float(fraction)).limit_denominator(1000)
+    return f"{share.numerator}/{share.denominator}"
+
+
+def explain_promotion(trial_id: Any, score: float, fraction: float, to: float, rank: int, of: int) -> str:
+    """Why a network trained on part of the images goes on to more of them (successive halving)."""
+    place = "the best" if rank == 1 else f"number {rank}"
+    return (f"Promoted: it scored {_pct(score)} trained on {fraction_text(fraction)} of the images, {place} of the "
+            f"{of} networks trained on that many, so trial {trial_id} continues from its weights on "
+            f"{fraction_text(to)} of the images.")

@@ -29,6 +29,7 @@ class SearchConfig:
     ray_address: str | None = None     # a Ray cluster's address (None: a local Ray instance)
     step: bool = False                 # step mode: wait before each proposed trial until told to go on
     race: str | None = None            # the race id shared by the two runs of a race (engine.search.race)
+    fidelities: list[float] | None = None  # shares of the training images (None: chosen; engine.search.fidelity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +64,13 @@ class SearchConfig:
             from engine.training.trunk import check_weights_file
 
             check_weights_file(self.pretrained)
+        if self.fidelities is not None:
+            from engine.search.fidelity import check_fidelities
+
+            try:
+                check_fidelities(self.fidelities)
+            except (TypeError, ValueError) as exc:
+                raise SproutError(str(exc)) from None
         if self.levers:
             from engine.nas.levers import Levers
 

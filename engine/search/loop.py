@@ -51,6 +51,7 @@ from engine.search.config import SearchConfig
 from engine.search.context import Clock, Events, RunContext
 from engine.search.executor import open_executor
 from engine.search.executor_loop import run_in_parallel
+from engine.search.fidelity import epoch_share, next_step
 from engine.search.final import FINAL_SHARE, final_epochs, finish
 from engine.search.folder import GO_AHEAD, RUN_FORMAT, RunFolder
 from engine.search import pretrained
@@ -286,7 +287,8 @@ def _search_phase(ctx: RunContext, runner: TrialRunner, executor: Any = None) ->
         run_in_parallel(ctx, runner, executor, lambda pending: _next_trial(ctx, runner, pending))
         return
     while not ctx.stop.is_set():
-        step = _next_trial(ctx, runner)
+        # issue 22: a network due for promotion to more of the images goes before a new proposal
+        step = next_step(ctx, runner, search_deadline(ctx, runner), max_epochs(ctx), lambda: _next_trial(ctx, runner))
         if step is None:
             break
         arch, proposal, n, deadline = step
@@ -314,7 +316,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             epoch_best, extra = cost.epoch_s(flops(best.architecture)), cost.extra_s()
         else:
             epoch_best, extra = 0.0, 0.0
-        if left <= extra + epoch_best:
+        if left <= extra + epoch_best * epoch_share(ctx):  # issue 22: a new network may train on part of the images
             ctx.say("the time budget is used up (the rest is kept for the final model)")
             return None
         expected_trial = extra + max_epochs(ctx) * epoch_best
@@ -338,7 +340,7 @@ def _next_trial(ctx: RunContext, runner: TrialRunner, pending: list | tuple = ()
             if runner.record_outcome(runner.fail(proposal.architecture, proposal.ancestor_id, ops, proposal, error)):
                 return None
             continue
-        epoch_s = cost.epoch_s(flops(arch)) if cost.known else None
+        epoch_s = cost.epoch_s(flops(arch)) * epoch_share(ctx) if cost.known else None
         left = deadline - ctx.elapsed()
         if epoch_s is not None:
             n = int((left - cost.extra_s()) // epoch_s)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from engine.errors import SproutError
+from engine.search.fidelity import best_record
 from engine.search.folder import RunFolder, read_jsonl
 from engine.search.status import ACTIVE, FINISHED, WORKING_PHASES, Phase, RunStatus, TrialStatus
 
@@ -143,8 +144,7 @@ class RunMonitor:
                                              for row in self.cache.matrix(self._ok_ids)]}
             except (ValueError, KeyError) as exc:  # a damaged architecture must not break the page
                 log.warning("trial %s: no distances (%s)", trial.get("id"), exc)
-            if s["best"] is None or (trial.get("val_accuracy") or 0) > s["best"]["val_accuracy"]:
-                s["best"] = {"trial_id": trial["id"], "val_accuracy": trial["val_accuracy"]}
+            s["best"] = best_record(s["trials"])  # among those trained on all the images (issue 22)
 
     def _on_failed(self, e: dict) -> None:
         self._set_status(RunStatus.FAILED, e.get("error") or "the search failed")

@@ -9,6 +9,7 @@ Pure functions on plain dicts (docs/contracts.md's snapshot): no files, no Tenso
 
 from __future__ import annotations
 
+from engine.search.fidelity import best_record
 from engine.search.status import ACTIVE, Phase, RunStatus, TrialStatus
 
 FINAL = "final"  # the in-flight id of the last fine-tune, as engine.figures.tree names it
@@ -83,16 +84,6 @@ def _in_flight(trial: dict, t: float, end: float) -> dict:
             "logs": {k: v[-1] for k, v in history.items() if v}, "history": history}
 
 
-def _best(trials: list[dict]) -> dict | None:
-    """The best ok trial the way the live monitor picks it: the first to reach the highest score."""
-    best = None
-    for t in trials:
-        if t.get("status") == TrialStatus.OK and t.get("val_accuracy") is not None:
-            if best is None or t["val_accuracy"] > best["val_accuracy"]:
-                best = {"trial_id": t["id"], "val_accuracy": t["val_accuracy"]}
-    return best
-
-
 def _distances_among(snapshot: dict, keep: set[str]) -> dict:
     dist = snapshot.get("distances") or {}
     ids = [str(i) for i in dist.get("ids", [])]
@@ -129,7 +120,7 @@ def snapshot_at(snapshot: dict, t: float) -> dict:
     status = RunStatus.FINISHING if phase == Phase.FINAL else RunStatus.RUNNING
     return {**snapshot, "status": status, "error": None, "elapsed_s": t, "trials": done,
             "distances": _distances_among(snapshot, finished_ids), "in_flight": flight, "phase": phase,
-            "best": _best(done), "final": None, "files": {"keras": None, "labels": None}, "log": [],
+            "best": best_record(done), "final": None, "files": {"keras": None, "labels": None}, "log": [],
             "stopping": False, "replay": {"t": t, "end": end}}
 
 

@@ -24,6 +24,8 @@ from engine.nas.architecture import Architecture
 from engine.nas.levers import Levers
 from engine.search.budget import flops
 from engine.nas.operations import describe_all
+from engine.nas.proposals import fraction_text
+from engine.search import fidelity
 from engine.search.context import RunContext
 from engine.search.folder import append_jsonl
 from engine.search.status import TrialStatus
@@ -46,11 +48,14 @@ class TrialRunner:
         self.failures = 0             # trials in a row that failed
         self.stopped_by_user = False  # a trial ended by the run's stop
         self.full_epochs: int | None = None  # a grown network's epochs when time allows (set by the loop)
+        self._subsets: dict[float, np.ndarray | None] = {}  # fidelity -> the training images' indices
 
     def best(self, allow_stopped: bool = True) -> Trial | None:
-        """The trial with the best validation accuracy; with ``allow_stopped`` and no ``ok``
-        trial, the best stopped trial that has weights (a search stopped in its first trial)."""
+        """The trial with the best validation accuracy, among those trained on all the images when
+        there are any (issue 22); with ``allow_stopped`` and no ``ok`` trial, the best stopped
+        trial that has weights (a search stopped in its first trial)."""
         scored = [t for t in self.trials if t.score is not None]
+        scored = [t for t in scored if fidelity.fidelity_of(t.record) >= 1.0] or scored
         if not scored and allow_stopped:
             scored = [t for t in self.trials if t.record.get("status") == TrialStatus.STOPPED
                       and t.record.get("val_accuracy") is not None
@@ -67,13 +72,33 @@ class TrialRunner:
             arch = arch.copy(with_weights=False)
             arch.id = record["id"]
             trial = Trial(record["id"], arch, score, record)
+            if score is not None and record.get("promoted_from") is not None:
+                # a promoted network's score on more images replaces its score on fewer (one GP row each)
+                self.trials = [t for t in self.trials if t.id != str(record["promoted_from"])]
             self.trials.append(trial)
             self.searcher.observe(trial)
             if record.get("status") in (TrialStatus.OK, TrialStatus.STOPPED) and record.get("epoch_seconds"):
-                self.ctx.cost.observe(flops(arch), record["epoch_seconds"],
-                                      record.get("trial_seconds", record["seconds"]))
+                self._observe_cost(arch, record)
         self.ctx.emit("trial_finished", trial={**record, "architecture": arch.to_dict() if arch else None},
                       restored=restored)
+
+    def _observe_cost(self, arch: Architecture, record: dict) -> None:
+        """Tell the cost model a trial's epochs, as epochs on all the training images."""
+        seconds, trial_s = record["epoch_seconds"], record.get("trial_seconds", record["seconds"])
+        share = fidelity.fidelity_of(record)
+        if share < 1.0:
+            data = self.ctx.train_data
+            factor = fidelity.epoch_factor(share, len(data.y_train), len(data.y_val))
+            full = fidelity.full_epochs(seconds, factor, self.ctx.cost.extra_s() if self.ctx.cost.known else 0.0)
+            seconds, trial_s = full, trial_s + sum(full) - sum(seconds)
+        self.ctx.cost.observe(flops(arch), seconds, trial_s)
+
+    def subset(self, share: float) -> np.ndarray | None:
+        """The indices of the training images a trial at fidelity ``share`` trains on (None: all),
+        the same for every trial of the run at that fidelity."""
+        if share not in self._subsets:
+            self._subsets[share] = fidelity.subset_index(self.ctx.train_data.y_train, share, self.ctx.config.seed)
+        return self._subsets[share]
 
     def restore(self, saved: dict) -> None:
         """Put back a resumed run's finished trials, searcher state and random state
@@ -127,8 +152,9 @@ class TrialRunner:
         trial_id = str(self.next_id)
         self.next_id += 1
         now = round(ctx.elapsed(), 3)
+        share = fidelity.fraction_for(ctx.state.get("fidelities") or (1.0,), self.records, parent_id, proposal)
         record = self._record(trial_id, arch, parent_id, operations, proposal, status=TrialStatus.FAILED, error=error,
-                              val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now)
+                              val_accuracy=None, history={}, epochs=0, seconds=0.0, started_s=now, fidelity=share)
         self._commit(record, arch.copy(with_weights=False) if arch is not None else None)
         ctx.say(self._progress_line(record))
         return record
@@ -174,22 +200,25 @@ class TrialRunner:
         ctx.save_state(in_flight=None, next_trial_id=self.next_id, searcher=self.searcher.state_dict(),
                        rng=ctx.rng.bit_generator.state, limits=ctx.limits.to_dict())
 
-    def begin(self, parent_id, operations, proposal, max_epochs: int) -> tuple[str, float]:
-        """Give the next trial its id and announce it (state.json, "trial_started"): (id, start time)."""
+    def begin(self, parent_id, operations, proposal, max_epochs: int, share: float = 1.0) -> tuple[str, float]:
+        """Give the next trial its id and announce it (state.json, "trial_started"): (id, start time).
+        ``share``: the fidelity it trains at (the proposal's dict in the event carries it)."""
         ctx = self.ctx
         trial_id = str(self.next_id)
         self.next_id += 1
         started = ctx.elapsed()
         ctx.save_state(in_flight={"trial_id": trial_id, "parent_id": parent_id, "started_s": round(started, 3)})
         ctx.emit("trial_started", trial_id=trial_id, parent_id=None if parent_id is None else str(parent_id),
-                 max_epochs=max_epochs, proposal=proposal.to_dict() if proposal is not None else None,
-                 operations=list(operations), description=describe_all(operations))
+                 max_epochs=max_epochs,
+                 proposal={**proposal.to_dict(), "fidelity": share} if proposal is not None else None,
+                 operations=list(operations), description=_description(operations, proposal, share))
         return trial_id, started
 
     def train(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int, deadline: float) -> dict:
         """Train one trial until ``max_epochs``, early stopping, ``stop`` or ``deadline``; persist it."""
         ctx = self.ctx
-        trial_id, started = self.begin(parent_id, operations, proposal, max_epochs)
+        share = fidelity.fraction_for(ctx.state.get("fidelities") or (1.0,), self.records, parent_id, proposal)
+        trial_id, started = self.begin(parent_id, operations, proposal, max_epochs, share)
         arch_flops = flops(arch)
         trial_stop = threading.Event()
         marks = [time.monotonic()]
@@ -211,7 +240,8 @@ class TrialRunner:
         def on_batch(batch: int, n_batches: int) -> None:
             ctx.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
 
-        config = ctx.train_config(max_epochs, score=Levers.from_dict(ctx.config.levers).score)
+        config = ctx.train_config(max_epochs, score=Levers.from_dict(ctx.config.levers).score,
+                                  subset=self.subset(share))
         t = time.monotonic()
         with ctx.watching(deadline, trial_stop, f"sprout-deadline-{trial_id}", deadline_hit):
             data = ctx.train_data
@@ -220,7 +250,7 @@ class TrialRunner:
         train_s = time.monotonic() - t
         epoch_seconds = [round(b - a, 4) for a, b in zip(marks[:-1], marks[1:])]
         return self.conclude(trial_id, started, arch, parent_id, operations, proposal, max_epochs, result,
-                             train_s, epoch_seconds, deadline_hit.is_set())
+                             train_s, epoch_seconds, deadline_hit.is_set(), fidelity_fields(proposal, parent_id, share))
 
     def conclude(self, trial_id: str, started: float, arch: Architecture, parent_id, operations, proposal,
                  max_epochs: int, result, train_s: float, epoch_seconds: list[float], deadline_hit: bool,
@@ -257,7 +287,7 @@ class TrialRunner:
                               full_epochs=self.full_epochs if parent_id is not None else None,
                               seconds=round(float(result.seconds), 3),
                               trial_seconds=round(train_s, 3), epoch_seconds=epoch_seconds,
-                              started_s=round(started, 3), **(extra or {}))
+                              started_s=round(started, 3), **{"fidelity": 1.0, **(extra or {})})
         if record["out_of_memory"]:
             self._lower_limits(arch)
         self._commit(record, trained)
@@ -277,6 +307,8 @@ class TrialRunner:
     def _progress_line(self, record: dict) -> str:
         best = self.best(allow_stopped=False)
         head = f"trial {record['id']}  {record['description']}"
+        if fidelity.fidelity_of(record) < 1.0 and record.get("promoted_from") is None:  # a promotion says it
+            head += f"  (on {fraction_text(fidelity.fidelity_of(record))} of the images)"
         if record["status"] == TrialStatus.OK:
             tail = f"val {record['val_accuracy']:.3f}" + (f"  (best {best.score:.3f})" if best else "")
         elif record["status"] == TrialStatus.STOPPED:
@@ -284,3 +316,19 @@ class TrialRunner:
         else:
             tail = f"failed: {record['error']}"
         return f"{head}  {tail}  {record['seconds']:.1f} s"
+
+
+def _description(operations, proposal, share: float) -> str:
+    """A trial's description: its operations in words, or for a promotion what it continues on."""
+    if getattr(proposal, "searcher", "") == fidelity.PROMOTION:
+        return f"promoted: trained further on {fraction_text(share)} of the images"
+    return describe_all(operations)
+
+
+def fidelity_fields(proposal, parent_id, share: float) -> dict:
+    """The record's fields on fidelity: the share of the training images it trained on and,
+    for a promotion, the trial it continues, with a description saying so."""
+    fields_ = {"fidelity": float(share)}
+    if getattr(proposal, "searcher", "") == fidelity.PROMOTION:
+        fields_.update(promoted_from=str(parent_id), description=_description([], proposal, share))
+    return fields_

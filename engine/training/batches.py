@@ -75,21 +75,34 @@ class Batches(keras.utils.PyDataset):
     """Batches of ``x`` (and ``y``) gathered by index from the arrays given, never a copy
     of the whole set. With ``shuffle`` the order is a fresh permutation every epoch
     (seeded) and the last batch is topped up from the start of it to a full batch; without
-    it batches are consecutive slices (views)."""
+    it batches are consecutive slices (views). ``index``: only these rows of ``x`` and ``y``
+    (a trial on part of the training images, issue 22), still gathered from the one array."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 augment: Augment | None = None):
+                 augment: Augment | None = None, index: np.ndarray | None = None):
         super().__init__()  # one worker, no multiprocessing: a gather is cheaper than a hand-off
         self.x, self.y, self.batch_size = x, y, int(batch_size)
+        self.index = None if index is None else np.asarray(index, dtype=np.int64)
+        if self.index is not None and len(self.index) and not (0 <= self.index.min() and self.index.max() < len(x)):
+            raise ValueError(f"expected indices of rows 0 to {len(x) - 1}; received {self.index.min()} to "
+                             f"{self.index.max()}")
         self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x)) if shuffle else None
+        rows = len(x) if self.index is None else len(self.index)
+        if shuffle:
+            self._order = self._rng.permutation(rows) if self.index is None else self._rng.permutation(self.index)
+        else:
+            self._order = None
         self.augment = augment if augment is not None and augment.active else None
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil((len(self.x) if self.index is None else len(self.index)) / self.batch_size)
 
     def __getitem__(self, i: int):
         part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        if self._order is None and self.index is not None:
+            rows = self.index[part]
+            xb = np.take(self.x, rows, axis=0)
+            return xb if self.y is None else (xb, np.take(self.y, rows, axis=0))
         if self._order is None:
             xb = self.x[part]
             return xb if self.y is None else (xb, self.y[part])

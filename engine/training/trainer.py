@@ -92,6 +92,7 @@ class TrainConfig:
     augment: "Augment | None" = None  # random shifts / mirroring of training batches
     schedule: str = "constant"  # "constant" or "cosine" (decays over max_epochs to lr * min_lr_factor)
     min_lr_factor: float = 0.05
+    subset: "np.ndarray | None" = None  # rows of x_train to train on (None: all; engine.search.fidelity)
 
 
 @dataclass
@@ -353,7 +354,7 @@ def train(arch: Architecture, x_train: np.ndarray, y_train: np.ndarray, x_val: n
             model = build_model(init_weights(arch, int(config.seed)))  # BN momentum: engine.training.model
             batchnorm.match_inputs(model, batchnorm.sample(x_train, int(config.seed)))  # a deepened child's new BN
             train_batches = Batches(x_train, y_train, config.batch_size, shuffle=True, seed=int(config.seed),
-                                    augment=config.augment)
+                                    augment=config.augment, index=config.subset)
             model.compile(optimizer=_adam(_learning_rate(config, len(train_batches))),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"], jit_compile=JIT_COMPILE)
             val_batches = Batches(x_val, y_val, config.batch_size * EVAL_BATCH_FACTOR)
