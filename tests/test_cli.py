@@ -86,7 +86,11 @@ def test_export_keras(finished_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume(tmp_path):
+def test_kill_9_mid_trial_then_resume(tmp_path, monkeypatch, capsys):
+    """A search process killed with SIGKILL mid-trial, then ``search --resume``: the resume runs
+    through engine.cli.main in this process (the same command, without a second TensorFlow start)."""
+    from engine.cli import main
+
     out = tmp_path / "run"
     # a generous budget and a trial cap: the kill comes after two trials however busy the machine
     cmd = [sys.executable, "-m", "engine", "search", "sample", "--out", str(out), "--budget", "150",
@@ -117,9 +121,11 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     used_before = json.loads((out / "state.json").read_text())["budget_used_s"]
     assert not (out / "summary.json").exists()
 
-    result = _engine(tmp_path / "home", "search", "sample", "--out", out, "--resume", timeout=150)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resumed: " in result.stdout
+    monkeypatch.setenv("SPROUT_HOME", str(tmp_path / "home"))
+    code = main(["search", "sample", "--out", str(out), "--resume"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "resumed: " in printed.out
     after = _lines(out / "trials.jsonl")
     assert after[:len(before)] == before, "every finished trial is kept, same ids and values"
     assert [r["id"] for r in after] == [str(i) for i in range(len(after))]
