@@ -216,14 +216,14 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at.button(key="to_search").click()
     at.run()
     assert not at.exception, at.exception
-    _start_search(at, budget_s=20, epochs=2)
+    _start_search(at, budget_s=15, epochs=2)
     assert not at.exception, at.exception
     run_id = at.query_params["run"]
     assert run_id
 
     t0, seen_live = time.monotonic(), False
     while time.monotonic() - t0 < SEARCH_CAP_S:
-        time.sleep(2)
+        time.sleep(1)
         at.run()
         assert not at.exception, at.exception
         heads = [h.value for h in at.subheader]

@@ -68,21 +68,29 @@ def test_search_prints_a_line_per_trial(finished_run):
 
 
 @pytest.mark.slow
-def test_evaluate_prints_json(finished_run, tmp_path):
-    result = _engine(tmp_path / "home", "evaluate", finished_run.out / "best_model.keras", "sample", timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)
+def test_evaluate_prints_json(finished_run, capfd):
+    """Through engine.cli.main in this process (TensorFlow is loaded once; the command-line
+    process itself is tested by the shared search and the one-line errors below)."""
+    from engine.cli import main
+
+    code = main(["evaluate", str(finished_run.out / "best_model.keras"), "sample"])
+    printed = capfd.readouterr()
+    assert code == 0, printed.err[-2000:]
+    report = json.loads(printed.out)
     assert report["n"] == 1797 and 0 <= report["accuracy"] <= 1
     assert set(report["per_class"]) == {str(i) for i in range(10)}
     assert sum(c["n"] for c in report["per_class"].values()) == 1797
 
 
 @pytest.mark.slow
-def test_export_keras(finished_run, tmp_path):
+def test_export_keras(finished_run, tmp_path, capfd):
+    from engine.cli import main
+
     target = tmp_path / "exported.keras"
-    result = _engine(tmp_path / "home", "export", finished_run.out, "--format", "keras", "--out", target, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert Path(result.stdout.strip().splitlines()[-1]).exists()
+    code = main(["export", str(finished_run.out), "--format", "keras", "--out", str(target)])
+    printed = capfd.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert Path(printed.out.strip().splitlines()[-1]) == target and target.is_file()
 
 
 @pytest.mark.slow
