@@ -216,14 +216,14 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
     at.button(key="to_search").click()
     at.run()
     assert not at.exception, at.exception
-    _start_search(at, budget_s=20, epochs=2)
+    _start_search(at, budget_s=15, epochs=2)
     assert not at.exception, at.exception
     run_id = at.query_params["run"]
     assert run_id
 
     t0, seen_live = time.monotonic(), False
     while time.monotonic() - t0 < SEARCH_CAP_S:
-        time.sleep(2)
+        time.sleep(1)
         at.run()
         assert not at.exception, at.exception
         heads = [h.value for h in at.subheader]
@@ -300,40 +300,13 @@ def test_sample_search_results_and_try_it(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_stop_keeps_the_best_network_so_far():
-    at = _app()
-    at.button(key="sample").click()
-    at.run()
-    at.select_slider[0].set_value(16)
-    at.run()
-    at.switch_page(PAGES["search"])
-    at.run()
-    _start_search(at, budget_s=600, epochs=1)
-    t0 = time.monotonic()
-    while {m.label: m.value for m in at.metric}.get("Networks trained", "0").startswith("0"):
-        assert time.monotonic() - t0 < SEARCH_CAP_S, "no network finished"
-        time.sleep(1)
-        at.run()
-        assert not at.exception, at.exception
-    assert any("Searching" in h.value for h in at.subheader)
-    at.button(key="stop").click()
-    at.run()
-    assert not at.exception, at.exception
-    while not any("Stopped" in h.value for h in at.subheader):
-        assert time.monotonic() - t0 < SEARCH_CAP_S, [h.value for h in at.subheader]
-        time.sleep(1)
-        at.run()
-    assert "Done!" in at.success[0].value     # the best network so far was tested and saved
-    at.switch_page(PAGES["results"])
-    at.run()
-    assert not at.exception and {m.label: m.value for m in at.metric}["Test accuracy"].endswith("%")
-
-
-@pytest.mark.slow
 def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypatch):
     """The search's process is SIGKILLed: the page keeps working, shows the run as interrupted,
-    says which network was lost and offers Resume, which goes on from the last finished network.
-    (A worker with a stand-in trainer, tests/fake_worker.py: this is about processes, not training.)"""
+    says which network was lost and offers Resume, which goes on from the last finished network;
+    Stop then keeps the best network so far, tested and saved, and the Results page shows it.
+    (A worker with a stand-in trainer, tests/fake_worker.py: this is about processes, not training;
+    the best network is still built, tested and saved by Keras. A real worker's stop within 2 s:
+    tests/test_jobs.py.)"""
     import os
     import signal
     import sys
@@ -344,7 +317,7 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     from views.warmup import start_warm_up
 
     monkeypatch.setattr(jobs, "WORKER", [sys.executable, "-m", "tests.fake_worker", "search"])
-    monkeypatch.setenv("FAKE_EPOCH_S", "1.0")
+    monkeypatch.setenv("FAKE_EPOCH_S", "0.5")
     # the warm-up thread imports plotly (and pandas) while a first page may: done first, as in a
     # server that has been up a few seconds (two threads importing pandas at once can fail)
     assert start_warm_up().done.wait(120)
@@ -387,12 +360,17 @@ def test_a_killed_search_shows_as_interrupted_and_resumes_from_the_page(monkeypa
     at.run()
     assert not at.exception, at.exception
     rerun_until(lambda: "Searching" in heads() and trials.read_text().count("\n") > kept, "the lost network redone")
+    rerun_until(lambda: int({m.label: m.value for m in at.metric}.get("Networks trained", "0")) > kept,
+                "the page to count the redone network")
     at.button(key="stop").click()
     at.run()
     rerun_until(lambda: "Stopped" in heads(), "the run to stop")
     ids = [json.loads(line)["id"] for line in trials.read_text().splitlines()]
     assert ids == [str(i) for i in range(len(ids))] and len(ids) > kept, ids
-    assert "Done!" in at.success[0].value
+    assert "Done!" in at.success[0].value     # the best network so far was tested and saved
+    at.switch_page(PAGES["results"])
+    at.run()
+    assert not at.exception and {m.label: m.value for m in at.metric}["Test accuracy"].endswith("%")
 
 
 def test_a_search_beyond_the_limit_waits_in_the_queue_and_can_be_cancelled(monkeypatch, tmp_path):

@@ -68,25 +68,37 @@ def test_search_prints_a_line_per_trial(finished_run):
 
 
 @pytest.mark.slow
-def test_evaluate_prints_json(finished_run, tmp_path):
-    result = _engine(tmp_path / "home", "evaluate", finished_run.out / "best_model.keras", "sample", timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report = json.loads(result.stdout)
+def test_evaluate_prints_json(finished_run, capfd):
+    """Through engine.cli.main in this process (TensorFlow is loaded once; the command-line
+    process itself is tested by the shared search and the one-line errors below)."""
+    from engine.cli import main
+
+    code = main(["evaluate", str(finished_run.out / "best_model.keras"), "sample"])
+    printed = capfd.readouterr()
+    assert code == 0, printed.err[-2000:]
+    report = json.loads(printed.out)
     assert report["n"] == 1797 and 0 <= report["accuracy"] <= 1
     assert set(report["per_class"]) == {str(i) for i in range(10)}
     assert sum(c["n"] for c in report["per_class"].values()) == 1797
 
 
 @pytest.mark.slow
-def test_export_keras(finished_run, tmp_path):
+def test_export_keras(finished_run, tmp_path, capfd):
+    from engine.cli import main
+
     target = tmp_path / "exported.keras"
-    result = _engine(tmp_path / "home", "export", finished_run.out, "--format", "keras", "--out", target, timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert Path(result.stdout.strip().splitlines()[-1]).exists()
+    code = main(["export", str(finished_run.out), "--format", "keras", "--out", str(target)])
+    printed = capfd.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert Path(printed.out.strip().splitlines()[-1]) == target and target.is_file()
 
 
 @pytest.mark.slow
-def test_kill_9_mid_trial_then_resume(tmp_path):
+def test_kill_9_mid_trial_then_resume(tmp_path, monkeypatch, capsys):
+    """A search process killed with SIGKILL mid-trial, then ``search --resume``: the resume runs
+    through engine.cli.main in this process (the same command, without a second TensorFlow start)."""
+    from engine.cli import main
+
     out = tmp_path / "run"
     # a generous budget and a trial cap: the kill comes after two trials however busy the machine
     cmd = [sys.executable, "-m", "engine", "search", "sample", "--out", str(out), "--budget", "150",
@@ -117,9 +129,11 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     used_before = json.loads((out / "state.json").read_text())["budget_used_s"]
     assert not (out / "summary.json").exists()
 
-    result = _engine(tmp_path / "home", "search", "sample", "--out", out, "--resume", timeout=150)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "resumed: " in result.stdout
+    monkeypatch.setenv("SPROUT_HOME", str(tmp_path / "home"))
+    code = main(["search", "sample", "--out", str(out), "--resume"])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-2000:]
+    assert "resumed: " in printed.out
     after = _lines(out / "trials.jsonl")
     assert after[:len(before)] == before, "every finished trial is kept, same ids and values"
     assert [r["id"] for r in after] == [str(i) for i in range(len(after))]
