@@ -432,6 +432,22 @@ def test_drop_search_reload_download_try(server, browser, tmp_path):
     page.get_by_role("link", name="How it works").click()
     page.get_by_text("Grow, don't restart").wait_for()
     _shot(page, "09_how_it_works")
+
+    # 8. Step mode (issue #18): the search waits before each grown network, with the model's
+    # prediction, until Continue; then it trains that one and waits before the next
+    page.goto(f"{url}/search?data=sample&size=8")
+    _advanced_settings(page, epochs=1, budget_s=600)  # Stop ends it, not the budget
+    page.get_by_text("Step mode: pause before each network").click()
+    page.get_by_role("button", name="Start the search").click()
+    page.get_by_text("Next: network #1").wait_for(timeout=180_000)
+    page.get_by_text("Step mode: the search waits here").wait_for()
+    _no_exception(page)
+    _shot(page, "16_step_mode_waiting")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_text("Next: network #2").wait_for(timeout=180_000)  # #1 trained, the next one waits
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("heading", name=re.compile("Stopped")).wait_for()
+    _no_exception(page)
     page.context.close()
 
 
