@@ -195,14 +195,31 @@ def _settle(page, after: int | None = None) -> None:
 def _advanced_settings(page, epochs: int | None, budget_s: int) -> None:
     """In a start form's Advanced settings: the most epochs per network (None: Sprout's choice) and
     a budget in seconds, once the page has rerun with them."""
-    before = _messages(page)
     page.get_by_text("Advanced settings").click()
     if epochs is not None:
-        page.get_by_role("spinbutton", name="Most epochs per network").fill(str(epochs))
-    budget = page.get_by_role("spinbutton", name="…or a budget in seconds")
-    budget.fill(str(budget_s))
-    budget.press("Tab")
-    _settle(page, after=before)
+        _set_number(page, "Most epochs per network", epochs)
+    _set_number(page, "…or a budget in seconds", budget_s)
+
+
+def _set_number(page, name: str, value: int) -> None:
+    """Type ``value`` into the number input ``name``, commit it with Enter and wait for the rerun it
+    asks for. A rerun still on its way (the previous input's commit, the device line filling in) may
+    redraw the input under the keystrokes (a CI run saw the box detached for 60 s, issue #20's
+    flake), so the value is read back from a freshly found box and typed again until it holds."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for _ in range(4):
+        box = page.get_by_role("spinbutton", name=name)
+        if box.input_value() == str(value):
+            return
+        before = _messages(page)
+        try:
+            box.fill(str(value), timeout=10_000)
+            box.press("Enter", timeout=10_000)
+        except PlaywrightTimeout:
+            continue  # the box was redrawn: find it again
+        _settle(page, after=before)
+    assert page.get_by_role("spinbutton", name=name).input_value() == str(value), f"{name} did not take {value}"
 
 
 def _choose(page, text: str) -> None:
