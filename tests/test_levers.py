@@ -177,7 +177,7 @@ def test_lineage_model_adds_the_ancestors_score_to_a_predicted_gain():
 
 @pytest.mark.parametrize("params", [{"lineage": "gain"}, {"lineage": "epochs"}, {"truncated": "noise"},
                                     {"distance": "weighted"}, {"expand": "children"}, {"cost": "gain_per_time"},
-                                    {"wider": "split"}])
+                                    {"wider": "split"}, {"max_steps": 1}])
 def test_bayesian_searcher_proposes_new_replayable_networks_with_each_lever(params):
     searcher = make_searcher("bayesian", seed=0, **params)
     trials = lineage_trials()
@@ -215,6 +215,26 @@ def test_collecting_children_expands_every_trained_network():
         optimize_acquisition(trained, FlatModel(), np.random.default_rng(0), morph=morph, expand=mode)
     assert expanded["children"] == {a.id for a in archs}
     assert len(expanded["attempts"]) < len(archs) / 2  # the problem: children's UCB crowds out the roots
+
+
+class GrowingModel:
+    """A prediction that rises with the size of the network: the further a candidate walks from its
+    trained ancestor, the higher its bound, so the annealing's reach decides the proposal."""
+
+    def predict(self, encodings):
+        sizes = np.array([len(e.tokens) + len(e.skips) for e in encodings], dtype=float)
+        return 0.5 + 0.01 * sizes, np.full(len(encodings), 0.05)
+
+
+def test_one_step_proposals_are_a_single_morphism_from_a_trained_network():
+    assert Levers.from_dict({"steps": "1"}).searcher_params("bayesian") == {"max_steps": 1}
+    make_searcher("bayesian", **Levers.from_dict({"steps": "1"}).searcher_params("bayesian"))  # it takes them
+    lengths = {}
+    for steps in (1, 2):
+        lengths[steps] = [len(optimize_acquisition([(small_seed(), 0.75)], GrowingModel(), np.random.default_rng(s),
+                                                   max_steps=steps).operations) for s in range(4)]
+    assert set(lengths[1]) == {1}
+    assert set(lengths[2]) == {2}  # the default walks two steps when the bound rises with them
 
 
 # ----- lever 8: cost in the acquisition ---------------------------------------------------

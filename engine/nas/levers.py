@@ -25,6 +25,11 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   or children train fewer epochs (down to one) before the cost cap shrinks and the fine-tune takes
   every whole epoch the time left holds (``all``; a run with ``max_trials`` or ``max_epochs`` set
   keeps the capped fine-tune): :mod:`engine.search.loop`, :mod:`engine.search.final`.
+- ``steps`` (issue 14's compare at 270 s): a proposal lies up to ``2`` morphisms from a trained
+  network, or ``1``, as greedy growth's always do. The 5-seed compare found bayesian proposals 1.5-1.9
+  morphisms from their parent, fewer networks trained than bfs (9.4 against 11.4) and bayesian
+  behind by 0.5 points (bench/results/compare-270s-5seeds.md): a proposal two steps away costs more
+  to train and is further from what the GP has seen.
 - ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
   outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
 """
@@ -47,10 +52,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "cost": ("ucb", "gain_per_time"),
     "wider": ("zero", "split"),
     "spend": ("all", "capped"),
+    "steps": ("2", "1"),
 }
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
-SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost")
+SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost", "steps")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class Levers:
     cost: str = "ucb"
     wider: str = "zero"
     spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
+    steps: str = "2"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -95,6 +102,8 @@ class Levers:
         params = {"wider": self.wider} if self.wider != "zero" else {}
         if searcher == "bayesian":
             params |= {k: getattr(self, k) for k in SEARCHER_LEVERS if getattr(self, k) != getattr(Levers(), k)}
+            if "steps" in params:
+                params["max_steps"] = int(params.pop("steps"))
         return params
 
 
