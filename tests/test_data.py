@@ -343,3 +343,35 @@ def test_fashion_mnist_small_loads_fast_and_caches(tmp_path):
     data.load(FASHION, cache_dir=tmp_path)
     assert time.perf_counter() - start < cold
     assert cold < 10  # the target is 5 s on 2 cores; leave room for a loaded test machine
+
+
+def test_a_search_keeps_one_copy_of_the_images_and_fine_tunes_on_a_view(images_dir, tmp_path):
+    """Issue 22: the prepared parts are views of one uint8 array, and training + validation
+    together (the fine-tune's data) is a view of it too, not a concatenated copy."""
+    from engine.search.config import SearchConfig
+    from engine.search.prepare import load_data, train_and_val
+
+    prepared = load_data(str(images_dir), SearchConfig(budget_s=60, image_size=16), None)
+    parts = (prepared.x_train, prepared.x_val, prepared.x_test)
+    base = prepared.x_train.base
+    assert base is not None and all(p.base is base for p in parts) and base.dtype == np.uint8
+    assert len(base) == sum(len(p) for p in parts) == len(prepared.dataset.labels)
+
+    decoded = data.load(str(images_dir), image_size=16)  # the data set's own order, from the cache
+    labels = np.asarray(decoded.labels)
+    for part, x, y in zip(("train", "val", "test"), parts, (prepared.y_train, prepared.y_val, prepared.y_test)):
+        np.testing.assert_array_equal(x, decoded.images[prepared.split[part]])
+        np.testing.assert_array_equal(y, labels[prepared.split[part]])
+
+    x, y = train_and_val(prepared)
+    assert x.base is base and np.shares_memory(x, prepared.x_val)
+    np.testing.assert_array_equal(x, np.concatenate([prepared.x_train, prepared.x_val]))
+    np.testing.assert_array_equal(y, np.concatenate([prepared.y_train, prepared.y_val]))
+
+    # parts that do not lie side by side (features computed per part) are joined by a copy
+    from dataclasses import replace
+
+    apart = replace(prepared, x_train=prepared.x_train.copy(), x_val=prepared.x_val[::-1].copy())
+    x, _ = train_and_val(apart)
+    assert not np.shares_memory(x, apart.x_train)
+    np.testing.assert_array_equal(x, np.concatenate([apart.x_train, apart.x_val]))

@@ -21,6 +21,7 @@ from engine.nas.levers import Levers
 from engine.search import plan
 from engine.search.budget import flops, now_iso
 from engine.search.context import RunContext
+from engine.search.prepare import train_and_val
 from engine.search.status import Phase, RunStatus, TrialStatus
 from engine.search.trial import Trial
 
@@ -76,8 +77,7 @@ def _fine_tune(ctx: RunContext, arch: Architecture, epochs: int, deadline: float
     ctx.say(f"fine-tuning the best network on training + validation data for {epochs} epoch"
             + ("s" if epochs != 1 else ""))
     data = ctx.data
-    x = np.concatenate([data.x_train, data.x_val])
-    y = np.concatenate([data.y_train, data.y_val])
+    x, y = train_and_val(data)  # a view of the run's one image array, not a copy (issue 22)
     base = ctx.trainer.TrainConfig()
     config = ctx.train_config(epochs, patience=epochs + 1, score_epochs=1,
                               learning_rate=base.learning_rate * FINAL_LR_FACTOR)

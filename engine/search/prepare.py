@@ -72,13 +72,44 @@ def load_data(source: Any, config: SearchConfig, info: dict | None, size: int | 
     if len(split["train"]) == 0 or len(split["val"]) == 0 or len(split["test"]) == 0:
         raise SproutError(f"too few images to split into training, validation and test sets "
                           f"({len(ds.labels)} images); each class needs at least 3")
-    labels = np.asarray(ds.labels, dtype=np.int32)
+    # One uint8 copy of the images (issue 22): the parts laid out side by side in one array, train,
+    # then validation, then test, so each part is a view of it and so is train + validation
+    # (the fine-tune's data, :func:`train_and_val`); the decoded array in the data set's own order
+    # is dropped. For 60,000 images of 28x28 that is 47 MB, where the copies per part and the
+    # fine-tune's concatenation held it two to three times.
+    order = np.concatenate([split["train"], split["val"], split["test"]])
+    images = ds.images[order]
+    labels = np.asarray(ds.labels, dtype=np.int32)[order]
+    shape = ds.images.shape
+    ds = replace(ds, images=images[:0])
+    a, b = len(split["train"]), len(split["train"]) + len(split["val"])
     return PreparedData(
         dataset=ds, split=split, class_names=list(ds.class_names),
-        image_size=int(ds.images.shape[1]), channels=int(ds.images.shape[3]),
-        x_train=ds.images[split["train"]], y_train=labels[split["train"]],
-        x_val=ds.images[split["val"]], y_val=labels[split["val"]],
-        x_test=ds.images[split["test"]], y_test=labels[split["test"]])
+        image_size=int(shape[1]), channels=int(shape[3]),
+        x_train=images[:a], y_train=labels[:a], x_val=images[a:b], y_val=labels[a:b],
+        x_test=images[b:], y_test=labels[b:])
+
+
+def train_and_val(data: PreparedData) -> tuple[np.ndarray, np.ndarray]:
+    """The training and validation parts as one (x, y): a view when they lie side by side in one
+    array (as :func:`load_data` lays them out), else a new array."""
+    return _joined(data.x_train, data.x_val), _joined(data.y_train, data.y_val)
+
+
+def _joined(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``first`` followed by ``second``: a view of their common array when ``second`` starts where
+    ``first`` ends in it, else their concatenation."""
+    base = first.base
+    if (base is not None and second.base is base and isinstance(base, np.ndarray) and base.flags.c_contiguous
+            and first.flags.c_contiguous and second.flags.c_contiguous and len(first) and len(second)
+            and first.shape[1:] == second.shape[1:] == base.shape[1:] and first.dtype == second.dtype == base.dtype):
+        row = first.nbytes // len(first)
+        origin = base.__array_interface__["data"][0]
+        start, end = first.__array_interface__["data"][0], second.__array_interface__["data"][0]
+        if end == start + first.nbytes and (start - origin) % row == 0:
+            i = (start - origin) // row
+            return base[i:i + len(first) + len(second)]
+    return np.concatenate([first, second])
 
 
 def dataset_info(data: PreparedData, source: Any, seed: int) -> dict:
