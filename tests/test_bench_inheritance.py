@@ -47,3 +47,20 @@ def test_epochs_to_and_make_child_parts():
         op = inheritance.make_child(parent, key, seed=0).operations[-1]
         part = op.get("part", op.get("kind"))
         assert part == key.split("-")[1], (key, op)
+
+
+@pytest.mark.slow
+def test_one_step_measures_parent_and_children_after_the_same_step():
+    from bench import inheritance_step as step
+
+    kinds = [("deeper-conv", "zero"), ("wider-conv", "split")]
+    run = step.run_seed(_tiny(), seed=0, parent_epochs=1, kinds=kinds)
+    assert [(r["kind"], r["wider"]) for r in run["rows"]] == kinds
+    for row in run["rows"]:
+        assert abs(row["before"] - run["parent_val_accuracy"]) < 1e-6  # the morphism keeps the function
+        assert 0.0 <= row["after_step"] <= 1.0
+        assert row["vs_parent"] == pytest.approx(100 * (row["after_step"] - run["parent_val_accuracy"]))
+        assert row["vs_parent_step"] == pytest.approx(100 * (row["after_step"] - run["parent_after_step"]))
+    assert "split outgoing" in run["rows"][1]["label"]
+    text = step.report([run], "digits 8x8", ["- Machine: test"])
+    assert "Verdict" in text and text.count("| 0 |") == 2
