@@ -12,7 +12,7 @@ from engine.figures.network import network_dot, skip_edges
 from engine.figures.results import class_counts_figure, confusion_figure, per_class_figure, top_predictions_figure
 from engine.figures.search import (classical_mds, curves_figure, distance_heatmap, mds_figure, prediction_figure,
                                    progress_figure)
-from engine.figures.style import AMBER, fmt_duration, ok_trials, trial_by_id
+from engine.figures.style import AMBER, accuracy_axis, fmt_duration, ok_trials, trial_by_id
 from engine.figures.tree import selected_trial, short_label, tree_figure, tree_graph, tree_positions
 from engine.nas.architecture import Architecture, Layer, seed_architecture
 from engine.nas.operations import describe_all
@@ -190,6 +190,19 @@ def test_curves_progress_and_predictions(snap):
     pts = _trace(pred, "networks")
     assert list(pts.x) == [0.74, 0.80, 0.85] and list(pts.y) == [0.78, 0.83, 0.81]
     assert list(pts.error_x.array) == [0.05, 0.06, 0.04]
+    lo, hi = prog.layout.yaxis.range
+    assert lo <= 0.71 and hi >= 0.83 and hi - lo < 0.25  # the accuracies fill the chart
+    lo, hi = curves.layout.yaxis.range
+    assert 0 <= lo <= min(min(t.y) for t in curves.data) and max(max(t.y) for t in curves.data) <= hi <= 1.02
+
+
+def test_one_network_does_not_stretch_the_accuracy_axis_past_zero_and_one():
+    one = make_snapshot()
+    one["trials"] = one["trials"][:1]
+    for fig in (progress_figure(one), curves_figure(one)):
+        lo, hi = fig.layout.yaxis.range
+        assert 0.0 <= lo < 0.71 < hi <= 1.02 and hi - lo <= 0.2  # plotly alone spread it over -50% to 150%
+    assert accuracy_axis([1.0, 1.0]) == pytest.approx([0.9425, 1.0075])
 
 
 def test_results_figures(snap):

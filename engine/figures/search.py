@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.figures.style import (ACCURACY_SCALE, DARK_GREEN, GREEN, GREY, GRID, INK, LEAF, accuracy_range,
-                                  apply_layout, empty_figure, ok_trials, scale_colour, trial_hover)
+from engine.figures.style import (ACCURACY_SCALE, DARK_GREEN, GREEN, GREY, GRID, INK, LEAF, accuracy_axis,
+                                  accuracy_range, apply_layout, empty_figure, ok_trials, scale_colour, trial_hover)
 
 MAX_CURVES = 60           # curves drawn in the per-epoch chart (the best ones, plus the highlighted)
 
@@ -115,7 +115,9 @@ def curves_figure(snapshot: dict, highlight: str | None = None, height: int = 34
                 line=dict(color=INK, width=2, dash="dash"),
                 hovertemplate=f"#{tid} · epoch %{{x}}<br>train accuracy %{{y:.1%}}<extra></extra>"))
     fig.update_xaxes(title="epoch", dtick=1, gridcolor=GRID)
-    fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID)
+    shown = [v for t in trials for v in t["history"]["val_accuracy"]]
+    shown += [v for t in trials if str(t["id"]) == str(highlight) for v in t["history"].get("accuracy") or []]
+    fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID, range=accuracy_axis(shown))
     return apply_layout(fig, height=height, showlegend=len(trials) <= 12, uirevision="curves",
                    legend=dict(orientation="h", y=-0.25))
 
@@ -143,7 +145,7 @@ def progress_figure(snapshot: dict, height: int = 300) -> go.Figure:
         fig.add_vline(x=budget / 60, line=dict(color=GREY, dash="dot"), annotation_text="budget",
                       annotation_position="top left")
     fig.update_xaxes(title="minutes since start", gridcolor=GRID, rangemode="tozero")
-    fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID)
+    fig.update_yaxes(title="validation accuracy", tickformat=".0%", gridcolor=GRID, range=accuracy_axis(accs))
     return apply_layout(fig, height=height, legend=dict(orientation="h", y=-0.3), uirevision="progress")
 
 

@@ -87,6 +87,15 @@ def accuracy_range(values: Sequence[float]) -> tuple[float, float]:
     return lo, hi
 
 
+def accuracy_axis(values: Sequence[float]) -> list[float]:
+    """The value axis of an accuracy chart: the values with a small margin, at least 10 points
+    wide, never outside 0-102%. Plotly's own autorange spreads a single value (one network, or
+    all alike) over -50% to 150%."""
+    lo, hi = accuracy_range([v for v in values if v is not None])
+    pad = 0.05 * (hi - lo) + 0.005
+    return [max(0.0, lo - pad), min(1.02, hi + pad)]
+
+
 def empty_figure(message: str, height: int = 300) -> go.Figure:
     """A blank chart that says what will appear there."""
     fig = go.Figure()
