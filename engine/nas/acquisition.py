@@ -179,7 +179,8 @@ def optimize_acquisition(
             arch = rate.arch
             return Proposal(arch, str(arch.parent_id), list(arch.operations), rate.mean, rate.std, rate.key,
                             "bayesian", explain_cost(arch.parent_id, arch.operations, rate.mean, rate.std, rate.key,
-                                                     rate.key - incumbent, rate.cost))
+                                                     rate.key - incumbent, rate.cost),
+                            beta=float(beta))  # the teaching view splits its UCB into mean + beta * sigma
     if best is not None:
         arch = best.arch
         return Proposal(arch, str(arch.parent_id), list(arch.operations), best.mean, best.std, best_acq,

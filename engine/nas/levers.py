@@ -1,8 +1,9 @@
 """The search-quality levers of issue 14, each one switchable, so a benchmark can measure it alone.
 
 A :class:`Levers` value names one choice per lever; its defaults are the search as it was before
-the levers existed, so a run that sets nothing behaves as before, except where a measurement
-decided otherwise (``spend``: bench/results/levers2.md, "Lever 8: spend the whole budget"). The CLI sets them with
+the levers existed, except where a measurement decided otherwise (bench/results/levers2.md):
+``spend`` ("Lever 8: spend the whole budget"), ``cost`` and ``wider`` ("Real data": 8 levers x 3
+seeds at 270 s, the two ahead together with the most networks trained). The CLI sets them with
 ``--search-option KEY=VALUE`` (``SearchConfig.levers`` holds them as a plain dict, saved in
 state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VALUE``.
 
@@ -62,15 +63,15 @@ SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost", "steps"
 @dataclass(frozen=True)
 class Levers:
     """One choice per lever (see the module docstring); the defaults are the search before issue 14
-    but for ``spend``."""
+    but for ``spend``, ``cost`` and ``wider``."""
 
     distance: str = "all"
     score: str = "last"
     truncated: str = "same"
     lineage: str = "none"
     expand: str = "attempts"
-    cost: str = "ucb"
-    wider: str = "zero"
+    cost: str = "gain_per_time"  # measured: bench/results/levers2.md, "Real data" (ahead on 3 of 3 seeds)
+    wider: str = "split"  # measured: bench/results/levers2.md, "Real data" (ahead on 2 of 3 seeds)
     spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
     steps: str = "2"
 
@@ -98,12 +99,12 @@ class Levers:
         return {k: v for k, v in self.to_dict().items() if getattr(default, k) != v}
 
     def searcher_params(self, searcher: str) -> dict:
-        """Constructor parameters of ``searcher`` ("bayesian", "random" or "bfs") for these levers."""
-        params = {"wider": self.wider} if self.wider != "zero" else {}
+        """Constructor parameters of ``searcher`` ("bayesian", "random" or "bfs") for these levers:
+        every lever it reads, defaults included, so the defaults live here and nowhere else."""
+        params = {"wider": self.wider}
         if searcher == "bayesian":
-            params |= {k: getattr(self, k) for k in SEARCHER_LEVERS if getattr(self, k) != getattr(Levers(), k)}
-            if "steps" in params:
-                params["max_steps"] = int(params.pop("steps"))
+            params |= {k: getattr(self, k) for k in SEARCHER_LEVERS}
+            params["max_steps"] = int(params.pop("steps"))
         return params
 
 

@@ -27,6 +27,7 @@ from engine.errors import SproutError
 from engine.nas.acquisition import SEARCH_BETA, optimize_acquisition
 from engine.nas.distance import DistanceCache, distance_key
 from engine.nas.gp import ArchitectureGP
+from engine.nas.levers import Levers
 from engine.nas.lineage import LineageModel, gp_data
 from engine.nas.morphism import random_morph
 from engine.nas.proposals import Proposal, explain_bfs, explain_random
@@ -205,7 +206,7 @@ class BayesianSearcher(Searcher):
                  beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
                  max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark", distance: str = "all", truncated: str = "same",
-                 lineage: str = "none", expand: str = "attempts", cost: str = "ucb",
+                 lineage: str = "none", expand: str = "attempts", cost: str = "gain_per_time",
                  pending_mode: str = "believer") -> None:
         super().__init__(seed, limits, morph)
         if pending_mode not in PENDING_MODES:
@@ -257,11 +258,12 @@ PENDING_MODES = ("believer", "lie", "ignore")
 SEARCHERS = {"bayesian": BayesianSearcher, "random": RandomSearcher, "bfs": BFSSearcher}
 
 
-def make_searcher(name: str, seed: int = 0, limits: Any = None, wider: str = "zero", **params: Any) -> Searcher:
-    """A searcher by name ("bayesian", "random" or "bfs"); ``params`` go to its constructor;
-    ``wider="split"`` makes its widened channels share their outgoing weights (lever 4b)."""
+def make_searcher(name: str, seed: int = 0, limits: Any = None, **params: Any) -> Searcher:
+    """A searcher by name ("bayesian", "random" or "bfs") under the default levers
+    (:class:`engine.nas.levers.Levers`) but for those in ``params``, which go to its constructor;
+    ``wider`` says how a widened layer's new channels read out (lever 4b)."""
     if name not in SEARCHERS:
         raise SproutError(f"unknown searcher {name!r}; expected one of {', '.join(SEARCHERS)}")
-    if wider != "zero":
-        params["morph"] = functools.partial(random_morph, wider_outgoing=wider)
+    params = Levers().searcher_params(name) | params
+    params["morph"] = functools.partial(random_morph, wider_outgoing=params.pop("wider"))
     return SEARCHERS[name](seed=seed, limits=limits, **params)
