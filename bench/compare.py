@@ -51,7 +51,8 @@ def run_one(method: str, seed: int, data: str, budget: float, out: Path, recipe:
         cmd = [sys.executable, "-m", "engine", "search", data, "--out", str(out), "--budget", str(budget),
                "--searcher", method, "--seed", str(seed)] + (["--recipe", recipe] if recipe else [])
     wall, summary = run_command(cmd, out)
-    result = {"method": method, "seed": seed, "process_wall_s": wall, "test_accuracy": summary["test_accuracy"]}
+    result = {"method": method, "seed": seed, "process_wall_s": wall, "run_wall_s": summary.get("wall_s"),
+              "test_accuracy": summary["test_accuracy"]}
     if method == "fixed":
         result |= {"trials": 1, "overhead_share": None, "best_val_accuracy": summary.get("best_val_accuracy"),
                    "curve": [[h["t"], max(x["val_accuracy"] for x in summary["history"][: i + 1])]
@@ -99,7 +100,13 @@ def machine() -> str:
             f"load average at the end {load:.2f}, {date.today().isoformat()}")
 
 
-def table(results: list[dict], methods: list[str], with_test_folder: bool) -> str:
+def budget_used(r: dict, budget_s: float) -> float:
+    """The share of the budget a run used: the run's own wall time (search + final phase, from its
+    summary.json), else the whole command's (with the process start)."""
+    return (r.get("run_wall_s") or r["process_wall_s"]) / budget_s
+
+
+def table(results: list[dict], methods: list[str], with_test_folder: bool, budget_s: float) -> str:
     def ms(values):
         values = [v for v in values if v is not None]
         if not values:
@@ -108,19 +115,21 @@ def table(results: list[dict], methods: list[str], with_test_folder: bool) -> st
         return f"{statistics.mean(values):.4f} ± {sd:.4f}"
 
     head = "| method | test acc. (held-out split) |" + (" test acc. (test folder) |" if with_test_folder else "") + \
-           " trials | overhead share | wall s (median) |\n|---|---|" + ("---|" if with_test_folder else "") + \
-           "---|---|---|\n"
+           " trials | overhead share | wall s (median) | budget used (median, min-max) |\n|---|---|" + \
+           ("---|" if with_test_folder else "") + "---|---|---|---|\n"
     rows = []
     for m in methods:
         rs = [r for r in results if r["method"] == m]
         if not rs:
             continue
+        used = [budget_used(r, budget_s) for r in rs]
         rows.append(f"| {m} | {ms([r['test_accuracy'] for r in rs])} |"
                     + (f" {ms([r.get('test_folder_accuracy') for r in rs])} |" if with_test_folder else "")
                     + f" {statistics.mean(r['trials'] for r in rs):.1f} |"
                     + (f" {statistics.mean(r['overhead_share'] for r in rs):.1%} |"
                        if rs[0]["overhead_share"] is not None else " – |")
-                    + f" {statistics.median(r['process_wall_s'] for r in rs):.0f} |")
+                    + f" {statistics.median(r['process_wall_s'] for r in rs):.0f} |"
+                    + f" {statistics.median(used):.0%} ({min(used):.0%}-{max(used):.0%}) |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -213,7 +222,7 @@ def write_report(payload: dict, stem: str) -> str:
              + (f", test folder `{os.path.relpath(test, ROOT)}`" if test else "")
              + (f", recipe overrides `{payload['recipe']}`" if payload.get("recipe") else "")
              + f". Machine: {payload.get('machine') or 'not recorded'}.", "",
-             table(results, methods, with_folder), ""]
+             table(results, methods, with_folder, payload["budget_s"]), ""]
     if payload.get("complete") is False:
         lines[-1:-1] = ["", f"**Incomplete: {len(results)} of {seeds * len(methods)} runs finished.**"]
     for other in ("fixed", "random", "bfs"):
@@ -224,18 +233,21 @@ def write_report(payload: dict, stem: str) -> str:
                     lines.append(f"- bayesian vs {other}, {what}: {v}")
     if payload.get("notes"):  # the analysis written after the run, kept in the JSON so a rebuild keeps it
         lines += ["", "## Reading this table", ""] + list(payload["notes"])
-    lines += ["", "Per run:", "", "| method | seed | held-out | test folder | trials | best validation | wall s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "Per run:", "", "| method | seed | held-out | test folder | trials | best validation | wall s | "
+              "budget used |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(results, key=lambda r: (methods.index(r["method"]) if r["method"] in methods else 99, r["seed"])):
         folder = r.get("test_folder_accuracy")
         best = r.get("best_val_accuracy")
         lines.append(f"| {r['method']} | {r['seed']} | {r['test_accuracy']:.4f} | "
                      + (f"{folder:.4f}" if folder is not None else "–") + f" | {r['trials']} | "
-                     + (f"{best:.4f}" if best is not None else "–") + f" | {r['process_wall_s']:.0f} |")
+                     + (f"{best:.4f}" if best is not None else "–") + f" | {r['process_wall_s']:.0f} | "
+                     + f"{budget_used(r, payload['budget_s']):.0%} |")
     lines += ["", "Held-out split: the 15% test part of the run's own split (never seen by the search); test folder: "
               "a separate labelled folder scored by each run's exported model. Overhead share = 1 - (training + "
               "evaluation seconds) / wall seconds, from each run's summary.json. The fixed CNN is "
-              "`bench/fixed_cnn.py` (the issue's 32/64/128 network, best validation epoch kept).",
+              "`bench/fixed_cnn.py` (the issue's 32/64/128 network, best validation epoch kept). Wall s: the whole "
+              "command, TensorFlow's start included; budget used: the run's own wall time (search + final phase, "
+              "summary.json's wall_s) over the budget.",
               f"Raw numbers: `{stem}.json`; best-so-far curves: `{stem}.html`.", ""]
     md = "\n".join(lines)
     (RESULTS / f"{stem}.md").write_text(md)
