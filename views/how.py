@@ -52,9 +52,11 @@ of networks nobody has trained yet, and how unsure it is (± *sigma*).
 
 ### 5 · Be curious, but not too curious
 Sprout does not simply pick the network with the best prediction. It adds a bonus for uncertainty
-(**UCB** = predicted accuracy + 2.6 × sigma), so sometimes it tries something surprising, because that is where
-big improvements hide. The box *Why this one?* on the Search page shows this reasoning for the network being
-trained right now, and *Predictions* shows how good the guesses turned out.
+(**UCB** = predicted accuracy + 1.5 × sigma), so sometimes it tries something surprising, because that is where
+big improvements hide. Time counts too: of two networks that promise the same improvement over the best one so
+far, it trains the one that is quicker to train, so a short search tries more networks. The box *Why this one?*
+on the Search page shows this reasoning for the network being trained right now, and *Predictions* shows how
+good the guesses turned out.
 
 ### 6 · The winner
 When the time is up, the best network is trained once more on all its pictures and tested on the test set it has
