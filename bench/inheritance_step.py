@@ -20,7 +20,9 @@ statistics from training images before that validation, for the parent and the c
 The claim checked: after one step no child is more than 1 point below its parent's validation
 accuracy (the parent before its step), and, to separate the morphism from the step, how far the
 child is from the parent after the same step. Writes ``bench/results/inheritance-step.md`` and
-its JSON.
+its JSON. ``--rate-factor 0.05`` takes that step at 5% of the rate: the first step of a child
+trained with ``--search-option warmup=children``, whose rate ramps up from there (the parent's
+step too, so the two stay comparable).
 """
 
 from __future__ import annotations
@@ -60,19 +62,20 @@ def make_child(parent, key: str, seed: int, wider: str):
     raise RuntimeError(f"no {LABELS[key]} child of {parent.summary()}")
 
 
-def one_step(arch, d: dict, rows: np.ndarray, seed: int) -> float:
+def one_step(arch, d: dict, rows: np.ndarray, seed: int, rate_factor: float = 1.0) -> float:
     """Validation accuracy of ``arch`` after one step of the engine's trainer on ``rows`` of the
-    training images."""
+    training images, at ``rate_factor`` x the trainer's learning rate."""
     from engine.training.trainer import TrainConfig, train
 
-    result = train(arch, d["x_train"], d["y_train"], d["x_val"], d["y_val"],
-                   TrainConfig(max_epochs=1, patience=2, seed=seed, batch_size=STEP_BATCH, subset=rows))
+    config = TrainConfig(max_epochs=1, patience=2, seed=seed, batch_size=STEP_BATCH, subset=rows)
+    config.learning_rate *= rate_factor
+    result = train(arch, d["x_train"], d["y_train"], d["x_val"], d["y_val"], config)
     if result.status != "ok":
         raise RuntimeError(f"training {arch.summary()} failed: {result.error}")
     return float(result.history["val_accuracy"][0])
 
 
-def run_seed(d: dict, seed: int, parent_epochs: int, kinds=STEP_KINDS) -> dict:
+def run_seed(d: dict, seed: int, parent_epochs: int, kinds=STEP_KINDS, rate_factor: float = 1.0) -> dict:
     """The parent, its step, and each child of ``kinds`` ((kind, wider) pairs) before and after its step."""
     from bench.inheritance import curve
     from engine.nas.architecture import seed_architecture
@@ -83,15 +86,15 @@ def run_seed(d: dict, seed: int, parent_epochs: int, kinds=STEP_KINDS) -> dict:
     parent.id = "parent"
     rows = np.sort(np.random.default_rng(seed).choice(len(d["y_train"]), STEP_BATCH, replace=False))
     before, _ = measure(parent, d["x_val"], d["y_val"], d["class_names"])
-    after = one_step(parent, d, rows, seed)
+    after = one_step(parent, d, rows, seed, rate_factor)
     log(f"seed {seed}: parent {100 * before:.2f} %, after one step {100 * after:.2f} %")
-    run = {"seed": seed, "parent_epochs": parent_epochs, "parent_summary": parent.summary(),
+    run = {"seed": seed, "parent_epochs": parent_epochs, "rate_factor": rate_factor, "parent_summary": parent.summary(),
            "parent_val_accuracy": before, "parent_after_step": after, "n_train": int(len(d["y_train"])),
            "n_val": int(len(d["y_val"])), "rows": []}
     for key, wider in kinds:
         child = make_child(parent, key, seed, wider)
         child_before, _ = measure(child, d["x_val"], d["y_val"], d["class_names"])
-        child_after = one_step(child, d, rows, seed)
+        child_after = one_step(child, d, rows, seed, rate_factor)
         row = {"kind": key, "wider": wider, "label": LABELS[key] + (f", {wider} outgoing" if key.startswith("wider")
                                                                     else ""),
                "operation": describe(child.operations[-1]), "before": child_before, "after_step": child_after,
@@ -104,12 +107,14 @@ def run_seed(d: dict, seed: int, parent_epochs: int, kinds=STEP_KINDS) -> dict:
 
 def report(runs: list[dict], name: str, header: list[str]) -> str:
     """The markdown report: per seed and kind, and the verdict."""
-    lines = ["# A morphed child after one training step (`python -m bench.inheritance_step`)", "", *header,
+    factor = runs[0].get("rate_factor", 1.0)
+    title = "" if factor == 1.0 else f", at {factor:g} x the learning rate (a warmed-up child's first step)"
+    lines = [f"# A morphed child after one training step{title} (`python -m bench.inheritance_step`)", "", *header,
              f"- Data: {name}, a search's split: {runs[0]['n_train']:,} training / {runs[0]['n_val']:,} validation "
              f"images. Parent: {runs[0]['parent_summary']}, trained {runs[0]['parent_epochs']} epochs. One step: "
              f"the engine's trainer on one batch of {STEP_BATCH} training images (the same for the parent and "
-             "every child of a seed), Adam 1e-3; BatchNorm statistics recomputed from training images before "
-             "validation (the trainer's rule for epochs this short).", "",
+             f"every child of a seed), Adam at {1e-3 * factor:g}; BatchNorm statistics "
+             "recomputed from training images before validation (the trainer's rule for epochs this short).", "",
              "| seed | morphism | operation | parent | parent after its step | child before | child after its step "
              "| child after vs parent (points) | vs parent after its step |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -138,13 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs-parent", type=int, default=4)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--out", type=Path, default=RESULTS / "inheritance-step.md")
+    p.add_argument("--rate-factor", type=float, default=1.0,
+                   help="the step's learning rate as a share of the trainer's (0.05: a warmed-up child's first)")
     args = p.parse_args(argv)
     load_start = os.getloadavg()
     runs, name = [], ""
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         d = load_split(args.data, seed)
         name = d["name"]
-        runs.append(run_seed(d, seed, args.epochs_parent))
+        runs.append(run_seed(d, seed, args.epochs_parent, rate_factor=args.rate_factor))
     header = machine(load_start)
     text = report(runs, name, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,8 @@ from pathlib import Path
 from bench.compare import DEFAULT_DATA, RESULTS, best_so_far, machine, run_command, test_folder_accuracy
 
 LEVERS = ("baseline", "score=kept", "distance=weighted", "truncated=noise", "truncated=exclude",
-          "lineage=epochs", "lineage=gain", "expand=children", "cost=gain_per_time", "wider=split", "spend=capped")
+          "lineage=epochs", "lineage=gain", "expand=children", "cost=ucb", "wider=zero", "spend=capped",
+          "steps=1", "warmup=children")
 BEGIN, END = "<!-- levers2:rows -->", "<!-- /levers2:rows -->"
 
 

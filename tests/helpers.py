@@ -80,17 +80,20 @@ class FakeTrainer:
     """Stands in for engine.training.trainer.train: instant, deterministic, scores by structure.
 
     ``oom_over``: networks with more parameters fail as out of memory; ``epoch_s``: the
-    seconds one epoch sleeps (three batches). ``calls`` holds every architecture trained.
+    seconds one epoch sleeps (three batches). ``calls`` holds every architecture trained,
+    ``configs`` the TrainConfig of each.
     """
 
     def __init__(self, oom_over: int | None = None, epoch_s: float = 0.01):
         self.calls: list = []
+        self.configs: list = []
         self.oom_over, self.epoch_s = oom_over, epoch_s
 
     def __call__(self, arch, x, y, xv, yv, config=None, on_epoch=None, on_batch=None, stop=None):
         from engine.training.trainer import TrainResult
 
         self.calls.append(arch)
+        self.configs.append(config)
         t0 = time.monotonic()
         if self.oom_over is not None and arch.n_params() > self.oom_over:
             return TrainResult(arch, "failed", "out of memory", True, {}, 0, None, 0.01)

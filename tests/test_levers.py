@@ -10,7 +10,7 @@ from engine.nas import distance as D
 from engine.nas.acquisition import gain_per_cost, optimize_acquisition, relative_cost
 from engine.nas.architecture import init_weights, seed_architecture
 from engine.nas.gp import ArchitectureGP, GaussianProcess
-from engine.nas.levers import TRUNCATED_STD, Levers, parse
+from engine.nas.levers import TRUNCATED_STD, WARMUP_STEPS, Levers, parse
 from engine.nas.lineage import LineageModel, cumulative_epochs, gp_data, truncated_share
 from engine.nas.morphism import apply, concat_skip, deeper, wider
 from engine.nas.searchers import make_searcher
@@ -313,3 +313,23 @@ def test_spend_defaults_to_all_and_a_short_trial_counts_as_missing_epochs():
     short = Trial("2", arch, 0.8, {"parent_id": "1", "epochs": 1, "max_epochs": 1, "short": True, "full_epochs": 3})
     full = Trial("3", arch, 0.8, {"parent_id": "1", "epochs": 3, "max_epochs": 3, "short": False, "full_epochs": 3})
     assert truncated_share(short) == pytest.approx(2 / 3) and truncated_share(full) == 0.0
+
+
+# ----- lever 4, training side: a ramp of the learning rate for networks that inherit weights ----
+@pytest.mark.parametrize("warmup", ["none", "children"])
+def test_warmup_ramps_the_rate_of_every_child_and_of_nothing_else(tmp_path, monkeypatch, warmup):
+    from engine.search import folder
+    from engine.search.loop import SearchConfig, run_search
+    from engine.training import trainer
+    from tests.helpers import FakeTrainer
+
+    fake = FakeTrainer()
+    monkeypatch.setattr(trainer, "train", fake)
+    config = SearchConfig(budget_s=60, searcher="bayesian", seed=1, image_size=8, max_epochs=2, max_trials=4,
+                          levers={"warmup": warmup})
+    run_search("sample", tmp_path / "run", config)
+    records = folder.read_jsonl(tmp_path / "run" / "trials.jsonl")
+    assert len(records) == 4 and records[0]["parent_id"] is None and all(r["parent_id"] for r in records[1:])
+    ramps = [c.warmup_steps for c in fake.configs]
+    child = WARMUP_STEPS if warmup == "children" else 0
+    assert ramps == [0, child, child, child, 0], ramps  # the seed, three children, the fine-tune

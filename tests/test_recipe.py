@@ -185,6 +185,26 @@ def test_cosine_schedule_ends_at_the_floor():
         _learning_rate(TrainConfig(schedule="step"), 10)
 
 
+def test_a_warmup_ramps_the_rate_up_from_the_floor_then_the_schedule_runs_its_course():
+    import keras
+
+    from engine.training.trainer import TrainConfig, _learning_rate
+
+    def at(schedule, step):
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+
+    cosine = _learning_rate(TrainConfig(learning_rate=1e-3, schedule="cosine", max_epochs=4, min_lr_factor=0.1,
+                                        warmup_steps=10), 20)
+    assert at(cosine, 0) == pytest.approx(1e-4) and at(cosine, 5) == pytest.approx(5.5e-4)
+    assert at(cosine, 10) == pytest.approx(1e-3) and at(cosine, 45) < at(cosine, 10)
+    assert at(cosine, 80) == pytest.approx(1e-4, rel=1e-4)  # the floor at the trial's last step
+    constant = _learning_rate(TrainConfig(learning_rate=1e-3, max_epochs=4, min_lr_factor=0.1, warmup_steps=10), 20)
+    assert at(constant, 0) == pytest.approx(1e-4) and at(constant, 10) == at(constant, 80) == pytest.approx(1e-3)
+    # never more than a quarter of the run: 2 epochs of 10 steps ramp over 5
+    short = _learning_rate(TrainConfig(learning_rate=1e-3, schedule="cosine", max_epochs=2, warmup_steps=20), 10)
+    assert at(short, 5) == pytest.approx(1e-3)
+
+
 @pytest.mark.slow
 def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
     from engine.search.loop import SearchConfig, run_search

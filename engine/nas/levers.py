@@ -33,6 +33,10 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   to train and is further from what the GP has seen.
 - ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
   outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
+- ``warmup`` (lever 4, training side): every trial starts at the full learning rate (``none``), or
+  a network that inherits trained weights ramps it up over its first :data:`WARMUP_STEPS` steps
+  (``children``): bench/results/inheritance-step.md found a concat skip's child 2 points below its
+  parent after one step at the full rate.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ from dataclasses import asdict, dataclass, fields
 #: validation accuracy under a cosine rate (2.6-2.8 points, bench/results/levers.md).
 TRUNCATED_STD = 0.03
 
+#: The steps over which a child's learning rate ramps up from 5% of its value (``warmup=children``,
+#: at most a quarter of the trial's steps). Adam's first update moves each weight by the learning
+#: rate times the sign of its gradient (m / sqrt(v) = g / |g|), and its first moment needs about
+#: 1 / (1 - beta_1) = 10 batches before an update reflects how consistent a gradient is rather than
+#: its sign; 20 steps is a third of an epoch of fashion-mnist-small. A first guess, not fitted.
+WARMUP_STEPS = 20
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "distance": ("all", "weighted"),
     "score": ("last", "kept"),
@@ -54,6 +65,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "wider": ("zero", "split"),
     "spend": ("all", "capped"),
     "steps": ("2", "1"),
+    "warmup": ("none", "children"),
 }
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
@@ -74,6 +86,7 @@ class Levers:
     wider: str = "split"  # measured: bench/results/levers2.md, "Real data" (ahead on 2 of 3 seeds)
     spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
     steps: str = "2"
+    warmup: str = "none"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

@@ -57,7 +57,7 @@ def run_in_parallel(ctx: RunContext, runner: TrialRunner, executor: Any,
                 arch, proposal, n, deadline = step
                 trial_id, started = runner.begin(proposal.ancestor_id, list(proposal.operations), proposal, n)
                 epoch_s = ctx.cost.epoch_s(flops(arch)) if ctx.cost.known else None
-                executor.submit(TrialTask(trial_id, arch, ctx.train_config(n), n, deadline,
+                executor.submit(TrialTask(trial_id, arch, runner.train_config(n, proposal.ancestor_id), n, deadline,
                                           time.time() - ctx.elapsed(), epoch_s))
                 flying[trial_id] = InFlight(arch, proposal, n, started)
             if ctx.stop.is_set() and not cancelled:

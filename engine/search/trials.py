@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from engine.nas.architecture import Architecture
-from engine.nas.levers import Levers
+from engine.nas.levers import WARMUP_STEPS, Levers
 from engine.search.budget import flops
 from engine.nas.operations import describe_all
 from engine.nas.proposals import fraction_text
@@ -214,6 +214,14 @@ class TrialRunner:
                  operations=list(operations), description=_description(operations, proposal, share))
         return trial_id, started
 
+    def train_config(self, max_epochs: int, parent_id, subset=None):
+        """The trainer's settings for one trial under the run's levers (:mod:`engine.nas.levers`):
+        how it is scored, and a ramp of the learning rate where it inherits trained weights
+        (``warmup=children``, :data:`engine.nas.levers.WARMUP_STEPS` steps)."""
+        levers = Levers.from_dict(self.ctx.config.levers)
+        warmup = WARMUP_STEPS if levers.warmup == "children" and parent_id is not None else 0
+        return self.ctx.train_config(max_epochs, score=levers.score, subset=subset, warmup_steps=warmup)
+
     def train(self, arch: Architecture, parent_id, operations, proposal, max_epochs: int, deadline: float) -> dict:
         """Train one trial until ``max_epochs``, early stopping, ``stop`` or ``deadline``; persist it."""
         ctx = self.ctx
@@ -240,8 +248,7 @@ class TrialRunner:
         def on_batch(batch: int, n_batches: int) -> None:
             ctx.emit("batch", trial_id=trial_id, batch=batch + 1, n_batches=n_batches)
 
-        config = ctx.train_config(max_epochs, score=Levers.from_dict(ctx.config.levers).score,
-                                  subset=self.subset(share))
+        config = self.train_config(max_epochs, parent_id, subset=self.subset(share))
         t = time.monotonic()
         with ctx.watching(deadline, trial_stop, f"sprout-deadline-{trial_id}", deadline_hit):
             data = ctx.train_data
