@@ -93,3 +93,29 @@ def test_spend_all_keeps_a_child_of_the_best_affordable_near_the_end_with_fewer_
     spend = affordable_limits(ctx, left, best_trial, child).max_flops
     assert ctx.cost.epoch_s(capped) < child <= ctx.cost.epoch_s(spend)  # capped: no child of the best fits
     assert 2 * ctx.cost.epoch_s(spend) + extra <= left + 1e-6  # and it trains two epochs in the time left
+
+
+def test_a_child_floor_in_steps_keeps_children_above_one_epoch_where_epochs_are_short():
+    # fashion-mnist-small's 55 steps an epoch: 2 epochs; a few hundred images (6 steps): 17, within the recipe's
+    assert plan.least_child_epochs(55) == 2 and plan.least_child_epochs(6) == 17 and plan.least_child_epochs(500) == 1
+    tight = dict(left_s=40.0, trials_to_go=9, epoch_s=5.5, extra_s=4.0)  # the plan alone gives one epoch
+    assert plan.child_epochs(3, **tight) == 1
+    assert plan.child_epochs(3, **tight, least=2) == 2
+    assert plan.child_epochs(3, **tight, least=17) == 3  # never above the recipe's
+    roomy = dict(left_s=400.0, trials_to_go=9, epoch_s=5.5, extra_s=4.0)
+    assert plan.child_epochs(3, **roomy, least=2) == plan.child_epochs(3, **roomy) == 3
+
+
+@pytest.mark.parametrize("floor", ["epoch", "steps"])
+def test_the_search_plans_children_with_the_floor_its_lever_names(floor, monkeypatch):
+    from types import SimpleNamespace
+
+    from engine.search import loop
+
+    ctx = _context({"child_floor": floor})  # 2 s epochs: with 40 s left for 9 more, one epoch each
+    ctx.recipe.batch_size, ctx.budget, ctx.say, ctx.elapsed = 64, 60.0, lambda text: None, lambda: 0.0
+    ctx.train_data = SimpleNamespace(y_train=[0] * 3500)  # 55 steps an epoch
+    runner = SimpleNamespace(best=lambda allow_stopped=True: SimpleNamespace(architecture=None), records=[1])
+    monkeypatch.setattr(loop, "search_deadline", lambda c, r: 40.0)
+    monkeypatch.setattr(loop, "flops", lambda arch: 1e6)
+    assert loop.planned_child_epochs(ctx, runner) == (1 if floor == "epoch" else 2)

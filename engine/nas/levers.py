@@ -37,6 +37,9 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   a network that inherits trained weights ramps it up over its first :data:`WARMUP_STEPS` steps
   (``children``): bench/results/inheritance-step.md found a concat skip's child 2 points below its
   parent after one step at the full rate.
+- ``child_floor`` (issue 14's compare on a slow machine): where the budget's plan shortens grown
+  networks' epochs, it goes down to one ``epoch``, or to the epochs of
+  :data:`engine.search.plan.MIN_CHILD_STEPS` optimiser ``steps``.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "spend": ("all", "capped"),
     "steps": ("2", "1"),
     "warmup": ("none", "children"),
+    "child_floor": ("epoch", "steps"),
 }
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
@@ -87,6 +91,7 @@ class Levers:
     spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
     steps: str = "2"
     warmup: str = "none"
+    child_floor: str = "epoch"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():

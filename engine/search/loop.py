@@ -32,6 +32,7 @@ The test split never reaches the searcher, the trainer's early stopping or the f
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -189,8 +190,11 @@ def planned_child_epochs(ctx: RunContext, runner: TrialRunner) -> int | None:
         return None
     recipe = int(ctx.recipe.child_epochs)
     left = search_deadline(ctx, runner) - ctx.elapsed()
+    least = 1
+    if Levers.from_dict(ctx.config.levers).child_floor == "steps":
+        least = plan.least_child_epochs(math.ceil(len(ctx.train_data.y_train) / max(1, ctx.recipe.batch_size)))
     n = plan.child_epochs(recipe, left, plan.trials_to_go(len(runner.records)),
-                          ctx.cost.epoch_s(flops(best.architecture)), ctx.cost.extra_s())
+                          ctx.cost.epoch_s(flops(best.architecture)), ctx.cost.extra_s(), least)
     if n < recipe:
         ctx.say(f"budget: each grown network trains up to {n} of the recipe's {recipe} epochs, so that about "
                 f"{plan.TARGET_TRIALS} networks fit in the {ctx.budget:g} s (they start from trained weights)")

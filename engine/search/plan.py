@@ -42,6 +42,14 @@ TARGET_TRIALS = 10
 #: A grown network's epoch against its parent's: morphisms only add (on the sample a child's
 #: epoch took 1.2-2x the seed's).
 GROWTH = 1.5
+#: The fewest optimiser steps a grown network trains under ``--search-option child_floor=steps``
+#: (issue 14). A child restarts its learning rate from the top over its parent's trained weights;
+#: on fashion-mnist-small at 270 s on a slow machine the plan gave every child one epoch (55 steps,
+#: half of its trial time spent building and tracing the model) and 14 children of such gained 1.8
+#: points over the seed between them, where 3-epoch children gained 1-1.5 points each
+#: (bench/results/compare-270s-5seeds*.md). 100 steps: 2 epochs there. A first guess, measured in
+#: bench/results/levers2.md.
+MIN_CHILD_STEPS = 100
 #: Largest share of the search time (budget less data loading and the final reserve) the seed takes.
 SEED_SHARE = 0.25
 #: The seed's epochs are not cut below this: it learns from scratch.
@@ -76,16 +84,23 @@ def seed_epochs(recipe_epochs: int, search_s: float, epoch_s: float, extra_s: fl
     return max(min(MIN_SEED_EPOCHS, recipe_epochs), min(recipe_epochs, fit))
 
 
-def child_epochs(recipe_epochs: int, left_s: float, trials_to_go: int, epoch_s: float, extra_s: float) -> int:
+def child_epochs(recipe_epochs: int, left_s: float, trials_to_go: int, epoch_s: float, extra_s: float,
+                 least: int = 1) -> int:
     """Each grown network's epochs: the recipe's, or as many as let ``trials_to_go`` more
     trials share the ``left_s`` seconds of search left (``epoch_s`` a measured epoch of the
     best network so far, :data:`GROWTH` times that for its children; ``extra_s`` a trial's
-    time outside its epochs); one at the least."""
+    time outside its epochs); ``least`` at the least (one; never above the recipe's)."""
     recipe_epochs = max(1, int(recipe_epochs))
     if epoch_s <= 0 or trials_to_go <= 0:
         return recipe_epochs
     fit = int((left_s / trials_to_go - extra_s) // (GROWTH * epoch_s))
-    return max(1, min(recipe_epochs, fit))
+    return max(min(max(1, int(least)), recipe_epochs), min(recipe_epochs, fit))
+
+
+def least_child_epochs(steps_per_epoch: int) -> int:
+    """The fewest epochs a grown network gets under ``child_floor=steps``: enough for
+    :data:`MIN_CHILD_STEPS` optimiser steps."""
+    return max(1, math.ceil(MIN_CHILD_STEPS / max(1, int(steps_per_epoch))))
 
 
 def trials_to_go(trials_so_far: int) -> int:
