@@ -97,7 +97,8 @@ def test_spend_all_keeps_a_child_of_the_best_affordable_near_the_end_with_fewer_
 
 def test_a_child_floor_in_steps_keeps_children_above_one_epoch_where_epochs_are_short():
     # fashion-mnist-small's 55 steps an epoch: 2 epochs; a few hundred images (6 steps): 17, within the recipe's
-    assert plan.least_child_epochs(55) == 2 and plan.least_child_epochs(6) == 17 and plan.least_child_epochs(500) == 1
+    assert plan.least_child_epochs(3500, 64) == 2 and plan.least_child_epochs(350, 64) == 17
+    assert plan.least_child_epochs(32000, 64) == 1
     tight = dict(left_s=40.0, trials_to_go=9, epoch_s=5.5, extra_s=4.0)  # the plan alone gives one epoch
     assert plan.child_epochs(3, **tight) == 1
     assert plan.child_epochs(3, **tight, least=2) == 2

@@ -206,7 +206,7 @@ class BayesianSearcher(Searcher):
                  beta: float = SEARCH_BETA, t0: float = 1.0, decay: float = 0.9, t_low: float = 1e-4,
                  max_children: int = 8, max_steps: int = 2, time_cap_s: float | None = None, lam: float = 1.0,
                  prior_std: float = 0.1, embedding: str = "landmark", distance: str = "all", truncated: str = "same",
-                 lineage: str = "none", expand: str = "attempts", cost: str = "gain_per_time",
+                 lineage: str = "none", expand: str = "attempts", cost: str = Levers.cost,
                  pending_mode: str = "believer") -> None:
         super().__init__(seed, limits, morph)
         if pending_mode not in PENDING_MODES:

@@ -32,7 +32,6 @@ The test split never reaches the searcher, the trainer's early stopping or the f
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
@@ -192,7 +191,7 @@ def planned_child_epochs(ctx: RunContext, runner: TrialRunner) -> int | None:
     left = search_deadline(ctx, runner) - ctx.elapsed()
     least = 1
     if Levers.from_dict(ctx.config.levers).child_floor == "steps":
-        least = plan.least_child_epochs(math.ceil(len(ctx.train_data.y_train) / max(1, ctx.recipe.batch_size)))
+        least = plan.least_child_epochs(len(ctx.train_data.y_train), ctx.recipe.batch_size)
     n = plan.child_epochs(recipe, left, plan.trials_to_go(len(runner.records)),
                           ctx.cost.epoch_s(flops(best.architecture)), ctx.cost.extra_s(), least)
     if n < recipe:

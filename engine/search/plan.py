@@ -69,8 +69,7 @@ PRIOR_EXTRA_S = 3.0
 
 def prior_epoch_s(arch_flops: float, n_train: int, batch_size: int) -> float:
     """Estimated seconds of one training epoch (validation included) before anything was timed."""
-    steps = max(1, math.ceil(n_train / max(1, batch_size)))
-    return steps * STEP_S + n_train * 1.2 * float(arch_flops) * FLOP_S
+    return steps_per_epoch(n_train, batch_size) * STEP_S + n_train * 1.2 * float(arch_flops) * FLOP_S
 
 
 def seed_epochs(recipe_epochs: int, search_s: float, epoch_s: float, extra_s: float = PRIOR_EXTRA_S) -> int:
@@ -97,10 +96,15 @@ def child_epochs(recipe_epochs: int, left_s: float, trials_to_go: int, epoch_s: 
     return max(min(max(1, int(least)), recipe_epochs), min(recipe_epochs, fit))
 
 
-def least_child_epochs(steps_per_epoch: int) -> int:
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """Optimiser steps in one epoch of ``n_train`` images in batches of ``batch_size``."""
+    return max(1, math.ceil(n_train / max(1, batch_size)))
+
+
+def least_child_epochs(n_train: int, batch_size: int) -> int:
     """The fewest epochs a grown network gets under ``child_floor=steps``: enough for
     :data:`MIN_CHILD_STEPS` optimiser steps."""
-    return max(1, math.ceil(MIN_CHILD_STEPS / max(1, int(steps_per_epoch))))
+    return max(1, math.ceil(MIN_CHILD_STEPS / steps_per_epoch(n_train, batch_size)))
 
 
 def trials_to_go(trials_so_far: int) -> int:
