@@ -333,3 +333,21 @@ def test_warmup_ramps_the_rate_of_every_child_and_of_nothing_else(tmp_path, monk
     ramps = [c.warmup_steps for c in fake.configs]
     child = WARMUP_STEPS if warmup == "children" else 0
     assert ramps == [0, child, child, child, 0], ramps  # the seed, three children, the fine-tune
+
+
+# ----- the seed's size ----------------------------------------------------------------------
+@pytest.mark.parametrize("seed, expected", [("small", "conv32 conv64 conv64 | dense64 dense"),
+                                            ("wide", "conv32 conv64 conv128 | dense128 dense")])
+def test_the_seed_lever_sets_the_first_networks_width(tmp_path, monkeypatch, seed, expected):
+    from engine.search import folder
+    from engine.search.loop import SearchConfig, run_search
+    from engine.training import trainer
+    from tests.helpers import FakeTrainer
+
+    monkeypatch.setattr(trainer, "train", FakeTrainer())
+    config = SearchConfig(budget_s=60, searcher="bayesian", seed=1, image_size=32, max_epochs=2, max_trials=1,
+                          levers={"seed": seed})
+    run_search("sample", tmp_path / "run", config)
+    first = folder.read_jsonl(tmp_path / "run" / "trials.jsonl")[0]
+    assert first["parent_id"] is None and first["summary"].startswith(expected), first["summary"]
+    assert Levers.from_dict({"seed": seed}).changed() == ({} if seed == "small" else {"seed": "wide"})

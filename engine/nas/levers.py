@@ -40,6 +40,11 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
 - ``child_floor`` (issue 14's compare on a slow machine): where the budget's plan shortens grown
   networks' epochs, it goes down to one ``epoch``, or to the epochs of
   :data:`engine.search.plan.MIN_CHILD_STEPS` optimiser ``steps``.
+- ``seed`` (issue 14's compare on a fast machine): the first network is the ``small`` CNN of
+  DESIGN §2 (32/64/64 filters, a dense layer of 64), or as ``wide`` as the hand-built CNN a search
+  must beat (32/64/128, 128; :data:`WIDE_SEED`). A 270 s search of fashion-mnist-small widened the
+  small seed's first conv and its dense layer in most of its 22 trials (to 48 and 192): trials spent
+  growing to a size a person would start at.
 """
 
 from __future__ import annotations
@@ -70,7 +75,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "steps": ("2", "1"),
     "warmup": ("none", "children"),
     "child_floor": ("epoch", "steps"),
+    "seed": ("small", "wide"),
 }
+
+#: The seed's conv filters (one per block while the map stays 3 pixels wide or more) and dense
+#: units under ``seed=small`` and ``seed=wide``.
+SMALL_SEED = ((32, 64, 64, 128), 64)
+WIDE_SEED = ((32, 64, 128, 128), 128)
 
 #: The levers the Bayesian searcher reads (the others act in training and in the morphisms).
 SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost", "steps")
@@ -92,6 +103,7 @@ class Levers:
     steps: str = "2"
     warmup: str = "none"
     child_floor: str = "epoch"
+    seed: str = "small"
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -110,6 +122,10 @@ class Levers:
         if unknown:
             raise ValueError(f"unknown search option {unknown[0]!r}; expected one of {', '.join(CHOICES)}")
         return Levers(**{k: str(v) for k, v in d.items()})
+
+    def seed_shape(self) -> tuple[tuple[int, ...], int]:
+        """The seed network's (conv filters, dense units) for the ``seed`` lever."""
+        return WIDE_SEED if self.seed == "wide" else SMALL_SEED
 
     def changed(self) -> dict:
         """The levers set to something other than their default, as a dict."""

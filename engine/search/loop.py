@@ -256,13 +256,13 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
     data = ctx.data
     n_classes = len(data.class_names)
     shape = (data.image_size, data.image_size, data.channels)
-    filters = (32, 64, 64, 128)
+    filters, dense_units = Levers.from_dict(ctx.config.levers).seed_shape()
     for attempt in range(3):
         first = (ctx.pretrained.seed_architecture(n_classes, filters) if ctx.pretrained is not None
-                else seed_architecture(shape, n_classes, filters=filters))
+                else seed_architecture(shape, n_classes, filters=filters, dense_units=dense_units))
         arch = init_weights(first, seed=ctx.config.seed)
         if not ctx.limits.allows(arch) and attempt < 2:
-            filters = tuple(max(8, f // 2) for f in filters)
+            filters, dense_units = tuple(max(8, f // 2) for f in filters), max(8, dense_units // 2)
             continue
         # The seed learns from scratch: give it up to 40% of the budget.
         deadline = min(ctx.elapsed() + 0.4 * ctx.budget, ctx.budget - reserve_s(ctx, runner))
@@ -270,7 +270,7 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
         if record["status"] == TrialStatus.OK or ctx.stop.is_set():
             return
         if record.get("out_of_memory"):
-            filters = tuple(max(8, f // 2) for f in filters)
+            filters, dense_units = tuple(max(8, f // 2) for f in filters), max(8, dense_units // 2)
             continue
         break
     if not any(t.score is not None for t in runner.trials) and not ctx.stop.is_set():
