@@ -28,7 +28,7 @@ from bench.compare import DEFAULT_DATA, RESULTS, best_so_far, machine, run_comma
 
 LEVERS = ("baseline", "score=kept", "distance=weighted", "truncated=noise", "truncated=exclude",
           "lineage=epochs", "lineage=gain", "expand=children", "cost=ucb", "wider=zero", "spend=capped",
-          "steps=1", "warmup=children", "child_floor=steps")
+          "steps=1", "warmup=none", "child_floor=steps", "seed=wide")
 BEGIN, END = "<!-- levers2:rows -->", "<!-- /levers2:rows -->"
 
 

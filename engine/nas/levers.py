@@ -3,7 +3,8 @@
 A :class:`Levers` value names one choice per lever; its defaults are the search as it was before
 the levers existed, except where a measurement decided otherwise (bench/results/levers2.md):
 ``spend`` ("Lever 8: spend the whole budget"), ``cost`` and ``wider`` ("Real data": 8 levers x 3
-seeds at 270 s, the two ahead together with the most networks trained). The CLI sets them with
+seeds at 270 s, the two ahead together with the most networks trained), and ``warmup``
+(bench/results/levers3.md: +0.44 points held-out, ahead on 2 of 3 seeds). The CLI sets them with
 ``--search-option KEY=VALUE`` (``SearchConfig.levers`` holds them as a plain dict, saved in
 state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VALUE``.
 
@@ -33,10 +34,10 @@ state.json); ``bench.simulate`` passes the searcher's ones as ``bayesian:KEY=VAL
   to train and is further from what the GP has seen.
 - ``wider`` (lever 4b): a widened layer's new channels get ``zero`` outgoing weights, or the
   outgoing weights of the channel they copy are ``split`` between the copies (Net2Net).
-- ``warmup`` (lever 4, training side): every trial starts at the full learning rate (``none``), or
-  a network that inherits trained weights ramps it up over its first :data:`WARMUP_STEPS` steps
-  (``children``): bench/results/inheritance-step.md found a concat skip's child 2 points below its
-  parent after one step at the full rate.
+- ``warmup`` (lever 4, training side; default ``children``): every trial starts at the full learning
+  rate (``none``), or a network that inherits trained weights ramps it up over its first
+  :data:`WARMUP_STEPS` steps (``children``): bench/results/inheritance-step.md found a concat skip's
+  child 2 points below its parent after one step at the full rate.
 - ``child_floor`` (issue 14's compare on a slow machine): where the budget's plan shortens grown
   networks' epochs, it goes down to one ``epoch``, or to the epochs of
   :data:`engine.search.plan.MIN_CHILD_STEPS` optimiser ``steps``.
@@ -90,7 +91,7 @@ SEARCHER_LEVERS = ("distance", "truncated", "lineage", "expand", "cost", "steps"
 @dataclass(frozen=True)
 class Levers:
     """One choice per lever (see the module docstring); the defaults are the search before issue 14
-    but for ``spend``, ``cost`` and ``wider``."""
+    but for ``spend``, ``cost``, ``wider`` and ``warmup``."""
 
     distance: str = "all"
     score: str = "last"
@@ -101,7 +102,7 @@ class Levers:
     wider: str = "split"  # measured: bench/results/levers2.md, "Real data" (ahead on 2 of 3 seeds)
     spend: str = "all"  # measured: bench/results/levers2.md, "Lever 8: spend the whole budget"
     steps: str = "2"
-    warmup: str = "none"
+    warmup: str = "children"  # measured: bench/results/levers3.md (ahead on 2 of 3 seeds)
     child_floor: str = "epoch"
     seed: str = "small"
 
