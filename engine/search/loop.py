@@ -250,6 +250,11 @@ def search_deadline(ctx: RunContext, runner: TrialRunner) -> float:
 
 
 # ----- phases ------------------------------------------------------------------------
+def _halved(filters: tuple[int, ...], dense_units: int) -> tuple[tuple[int, ...], int]:
+    """The seed's widths halved, 8 at the least: its retry after a size limit or running out of memory."""
+    return tuple(max(8, f // 2) for f in filters), max(8, dense_units // 2)
+
+
 def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
     ctx.save_state(phase=Phase.SEED)
     ctx.emit("phase", phase=Phase.SEED)
@@ -262,7 +267,7 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
                 else seed_architecture(shape, n_classes, filters=filters, dense_units=dense_units))
         arch = init_weights(first, seed=ctx.config.seed)
         if not ctx.limits.allows(arch) and attempt < 2:
-            filters, dense_units = tuple(max(8, f // 2) for f in filters), max(8, dense_units // 2)
+            filters, dense_units = _halved(filters, dense_units)
             continue
         # The seed learns from scratch: give it up to 40% of the budget.
         deadline = min(ctx.elapsed() + 0.4 * ctx.budget, ctx.budget - reserve_s(ctx, runner))
@@ -270,7 +275,7 @@ def _seed_phase(ctx: RunContext, runner: TrialRunner) -> None:
         if record["status"] == TrialStatus.OK or ctx.stop.is_set():
             return
         if record.get("out_of_memory"):
-            filters, dense_units = tuple(max(8, f // 2) for f in filters), max(8, dense_units // 2)
+            filters, dense_units = _halved(filters, dense_units)
             continue
         break
     if not any(t.score is not None for t in runner.trials) and not ctx.stop.is_set():
