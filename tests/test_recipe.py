@@ -230,3 +230,19 @@ def test_a_search_records_its_recipe_and_says_why(tmp_path, monkeypatch):
     assert started["recipe"] == state["recipe"]
     assert any(e["type"] == "log" and e["message"].startswith("recipe: ") for e in messages)
     assert summary["status"] in ("done", "stopped")
+
+
+def test_a_large_set_from_scratch_is_not_augmented_and_a_small_one_still_is():
+    # 12,000 images of 10 classes (1,200 a class): plain; the same images in 20 classes (600 a
+    # class), a set of 3,500, or a pretrained start keep today's shift (and the mirror check's say)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (12_000, 16, 16, 1), dtype=np.uint8)
+    ten, twenty = np.arange(12_000) % 10, np.arange(12_000) % 20
+    large = choose_recipe(x, ten, x[:200], ten[:200], device="CPU (2 cores)")
+    assert (large.shift, large.flip) == (0, False)
+    assert any("not shifted or mirrored" in r and "12,000" in r for r in large.reasons)
+    for recipe in (choose_recipe(x, twenty, x[:200], twenty[:200], device="CPU (2 cores)"),
+                   choose_recipe(x[:3500], ten[:3500], x[:200], ten[:200], device="CPU (2 cores)"),
+                   choose_recipe(x, ten, x[:200], ten[:200], device="CPU (2 cores)", from_scratch=False)):
+        assert recipe.shift == 1 and any("mirror" in r for r in recipe.reasons)
+        assert not any("not shifted or mirrored" in r for r in recipe.reasons)

@@ -155,7 +155,9 @@ def run_recipe(state: dict, data: PreparedData, config: SearchConfig, device: st
     if state.get("recipe"):
         return Recipe.from_dict(state["recipe"])
     with timings.timed("proposal_s"):
-        recipe = choose_recipe(data.x_train, data.y_train, data.x_val, data.y_val, device=device, seed=config.seed)
+        scratch = (state.get("start") or {}).get("kind", "scratch") == "scratch"
+        recipe = choose_recipe(data.x_train, data.y_train, data.x_val, data.y_val, device=device, seed=config.seed,
+                               from_scratch=scratch)
     if config.batch_size:
         recipe = with_overrides(recipe, {"batch_size": int(config.batch_size)})
     if state.get("start"):  # which start the run took, and why, is the recipe's first line
