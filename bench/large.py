@@ -62,13 +62,12 @@ def seed_list(text: str) -> list[int]:
 def earlier_results(path: Path, a: argparse.Namespace) -> list[dict]:
     """The per-seed results of an earlier run's JSON, checked to be of the same data, test and budget."""
     earlier = json.loads(Path(path).read_text())
+    mine = {k: getattr(a, k, None) for k in ("fidelities", "recipe", "levers")}
+    theirs = {k: earlier.get(k) for k in mine}
     same = (Path(earlier["data"]).resolve() == Path(a.data).resolve()
             and Path(earlier["test"]).resolve() == Path(a.test).resolve()
-            and float(earlier["budget_s"]) == a.budget
-            and all(earlier.get(k) == getattr(a, k, None) for k in ("fidelities", "recipe", "levers")))
+            and float(earlier["budget_s"]) == a.budget and mine == theirs)
     if not same:
-        mine = {k: getattr(a, k, None) for k in ("fidelities", "recipe", "levers")}
-        theirs = {k: earlier.get(k) for k in mine}
         raise SystemExit(f"--add-to {path}: expected a run of {a.data}, {a.test}, {a.budget:g} s, {mine}; "
                          f"received {earlier['data']}, {earlier['test']}, {earlier['budget_s']:g} s, {theirs}")
     return list(earlier["results"])

@@ -150,14 +150,14 @@ def _for_start(data: PreparedData, source: Any, config: SearchConfig, state: dic
 def run_recipe(state: dict, data: PreparedData, config: SearchConfig, device: str, timings: Timings):
     """The training recipe: the one this run chose before (on resume), else chosen now
     from the training and validation data and the device, with the config's overrides."""
+    from engine.search.pretrained import Start
     from engine.training.recipe import Recipe, choose_recipe, with_overrides
 
     if state.get("recipe"):
         return Recipe.from_dict(state["recipe"])
     with timings.timed("proposal_s"):
-        scratch = (state.get("start") or {}).get("kind", "scratch") == "scratch"
         recipe = choose_recipe(data.x_train, data.y_train, data.x_val, data.y_val, device=device, seed=config.seed,
-                               from_scratch=scratch)
+                               from_scratch=not Start.from_dict(state.get("start")).pretrained)
     if config.batch_size:
         recipe = with_overrides(recipe, {"batch_size": int(config.batch_size)})
     if state.get("start"):  # which start the run took, and why, is the recipe's first line
